@@ -1,0 +1,310 @@
+"""Typed, frozen configuration for every pipeline stage.
+
+One dataclass per stage plus a root :class:`UniGenConfig`. Configs load from YAML
+(``configs/default.yaml`` holds the embedded defaults), take dotted overrides
+(``relabel.temperature=0.1``) and validate in ``__post_init__``. A field whose metadata says
+``fingerprint=False`` (batch sizes, devices, progress bars) does not change a stage's output and
+is left out of the stage fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, has the wrong type or an invalid value."""
+
+
+def setting(default: Any, help: str, *, fingerprint: bool = True) -> Any:
+    """A config field with a help string; ``fingerprint=False`` marks output-neutral settings."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults so configs stay hashable")
+    return field(default=default, metadata={"help": help, "fingerprint": fingerprint})
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How a causal LM scores a text under each label (Prompting baseline and relabeling)."""
+
+    rule: str = setting("nll", "nll: paper's mean token NLL of the filled template, lower wins; "
+                        "verbalizer: next-token log-prob of the label word")
+    template: str = setting('The text in {label} sentiment is: "{text}"',
+                            "template for the nll rule ({label}, {text})")
+    verbalizer_template: str = setting("{text}\nThe sentiment of this text is",
+                                       "prompt for the verbalizer rule; the label word follows it")
+    calibrate: bool = setting(True, "verbalizer rule: subtract the label scores of a content-free input")
+    content_free_text: str = setting("N/A", "the content-free input used for calibration")
+    max_text_tokens: int = setting(128, "texts are cut to this many of the LM's tokens before templating")
+    max_total_tokens: int | None = setting(
+        None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)")
+    include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
+    batch_size: int = setting(16, "sequences per forward pass", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _one_of("scoring.rule", self.rule, ("nll", "verbalizer"))
+        _check("{label}" in self.template and "{text}" in self.template,
+               "scoring.template needs {label} and {text}")
+        _check("{text}" in self.verbalizer_template, "scoring.verbalizer_template needs {text}")
+        _check(self.max_text_tokens > 0, "scoring.max_text_tokens must be positive")
+        _check(self.max_total_tokens is None or self.max_total_tokens > 8,
+               "scoring.max_total_tokens must be None or > 8")
+        _check(self.batch_size > 0, "scoring.batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Stage 1: sample synthetic texts from prompts (method-spec section 1)."""
+
+    prompt_set: str = setting("universal", "universal | movie | products | restaurant | electronics | "
+                              "tweet | combined")
+    samples_per_label: int = setting(200, "target number of generated texts per label")
+    top_k: int = setting(40, "top-k sampling")
+    top_p: float = setting(0.9, "nucleus sampling")
+    temperature: float = setting(1.0, "sampling temperature")
+    max_new_tokens: int = setting(31, "new tokens per sample (paper code: 40 total incl. ~9 prompt tokens)")
+    dedup: bool = setting(True, "drop exact duplicate texts")
+    shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
+    batch_size: int = setting(32, "prompts per generate call", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_label > 0, "generate.samples_per_label must be positive")
+        _check(self.top_k >= 0, "generate.top_k must be >= 0")
+        _check(0.0 < self.top_p <= 1.0, "generate.top_p must be in (0, 1]")
+        _check(self.temperature > 0, "generate.temperature must be positive")
+        _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
+        _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    """Stage 2: pseudo-relabeling with the generator (method-spec section 3)."""
+
+    mode: str = setting("soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label")
+    temperature: float = setting(0.1, "tau_RE")
+    threshold: float = setting(0.2, "T_RE: keep iff p(prompt label) > 1/C + T_RE")
+    drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
+    scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
+                                "or nll | verbalizer")
+    until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
+
+    def __post_init__(self) -> None:
+        _one_of("relabel.mode", self.mode, ("soft", "hard", "none"))
+        _one_of("relabel.scoring_rule", self.scoring_rule, ("auto", "nll", "verbalizer"))
+        _check(self.temperature > 0, "relabel.temperature must be positive")
+        _check(0.0 <= self.threshold < 1.0, "relabel.threshold must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """Stage 3: SunGen bi-level sample weighting (method-spec section 4)."""
+
+    enabled: bool = setting(True, "learn weights; off means every sample has weight 1")
+    tam: str = setting("lstm", "task model used inside the bi-level loop")
+    outer_epochs: int = setting(50, "outer iterations")
+    outer_lr: float = setting(5e-2, "Adam lr on theta (paper 5e-2; paper code 0.1)")
+    inner_lr: float = setting(1e-3, "inner Adam lr (2e-5 for transformers)")
+    inner_epochs: int = setting(1, "inner epochs per outer iteration")
+    init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
+    robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
+    drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
+    valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
+    clip: float = setting(3.0, "max-norm of the theta gradient")
+    keep_top: int | None = setting(None, "keep the top-K samples by weight (None keeps all)")
+    batch_size: int = setting(32, "inner batch size")
+
+    def __post_init__(self) -> None:
+        _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
+        _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
+        _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage 4: task-model training with SCL and the denoising memory bank (method-spec section 5)."""
+
+    tam: str = setting("minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)")
+    epochs: int | None = setting(None, "None: 5 for the LSTM, 3 for transformers")
+    lr: float | None = setting(None, "None: 1e-3 for the LSTM, 2e-5 for transformers")
+    batch_size: int = setting(32, "training batch size")
+    max_length: int = setting(40, "token limit of the task model's inputs")
+    clip: float = setting(3.0, "gradient max-norm")
+    scl_weight: float = setting(0.5, "alpha: weight of the supervised contrastive loss (0 disables it)")
+    scl_temperature: float = setting(0.2, "tau_SCL")
+    bank_size: int = setting(64, "memory-bank capacity")
+    momentum: float = setting(0.999, "momentum-encoder EMA coefficient")
+    bank_threshold: float = setting(0.8, "T_MB: only samples with weight above this enter the bank")
+    denoise_bank: bool = setting(True, "gate the bank by weight (off: every sample enters)")
+    targets: str = setting("soft", "soft | hard training targets")
+    code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (method-spec 5.2)")
+    valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
+    projection_dim: int = setting(256, "projection head size")
+
+    def __post_init__(self) -> None:
+        _one_of("train.targets", self.targets, ("soft", "hard"))
+        _check(self.epochs is None or self.epochs > 0, "train.epochs must be positive")
+        _check(self.lr is None or self.lr > 0, "train.lr must be positive")
+        _check(0.0 < self.valid_fraction < 1.0, "train.valid_fraction must be in (0, 1)")
+        _check(0.0 <= self.momentum < 1.0, "train.momentum must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Stage 5: evaluation on the real test sets."""
+
+    datasets: str = setting("all", "all, or a comma-separated list of test-set names")
+    limit: int | None = setting(None, "fixed seeded subsample of at most this many rows per set")
+    data_dir: str | None = setting(None, "folder with test/ and validation/ (default ../shared/datasets)",
+                                   fingerprint=False)
+    batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit > 0, "evaluate.limit must be None or positive")
+
+
+@dataclass(frozen=True)
+class UniGenConfig:
+    """The whole pipeline."""
+
+    seed: int = setting(42, "run seed; every shard and stage derives its own seed from it")
+    labels: tuple[str, ...] = setting(("negative", "positive"), "label words, index = class id")
+    generator: str = setting("smollm2-135m", "causal LM: registry name, Hub id or local path")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N", fingerprint=False)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    weight: WeightConfig = field(default_factory=WeightConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _check(len(self.labels) >= 2, "labels needs at least two label words")
+        _check(len(set(self.labels)) == len(self.labels), "labels must be distinct")
+
+
+# ---------------------------------------------------------------- (de)serialisation
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) for YAML/JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert a YAML value to the field's annotated type, or raise ConfigError."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping")
+        return from_dict(hint, value, prefix=f"{name}.")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list")
+        return tuple(str(v) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer; got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string; got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build ``cls`` from a (partial) nested dict; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"relabel.temperature=0.1"`` -> ``("relabel.temperature", 0.1)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> UniGenConfig:
+    """Load a YAML config (missing keys take defaults) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    return from_dict(UniGenConfig, data)
+
+
+def fingerprint_dict(cfg: Any) -> dict[str, Any]:
+    """The output-affecting subset of a (nested) config as a plain dict."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("fingerprint", True):
+            continue
+        value = getattr(cfg, f.name)
+        out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else value
+    return json.loads(json.dumps(out))
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable 12-hex-digit hash of configs (their output-affecting fields) and plain values."""
+    payload = [fingerprint_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
