@@ -207,43 +207,40 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _scalar(value: Any, hint: Any, name: str) -> Any:
+    """Check a YAML scalar against ``bool``/``int``/``float``/``str``."""
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint in (bool, int, float, str):
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+        raise ConfigError(f"{name} must be {kind}; got {value!r}")
+    return value
+
+
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Convert a YAML value to the field's annotated type, or raise ConfigError."""
     hint = annotation
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None:
             return None
-        hint = args[0]
-        origin = typing.get_origin(hint)
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping")
         return from_dict(hint, value, prefix=f"{name}.")
-    if origin is tuple:
+    if typing.get_origin(hint) is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",")]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list")
         return tuple(str(v) for v in value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false; got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer; got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number; got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string; got {value!r}")
-        return value
-    return value
+    return _scalar(value, hint, name)
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
