@@ -1,0 +1,174 @@
+"""Command line: ``unigen <command> [--config FILE] [--set section.key=value ...]``.
+
+Heavy libraries load inside the command functions, so ``unigen --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from unigen.config import ConfigError, UniGenConfig, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (default: the embedded defaults, configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set relabel.temperature=0.1 (repeatable)")
+
+
+def _config(args: argparse.Namespace) -> UniGenConfig:
+    return load_config(args.config, args.overrides)
+
+
+# ---------------------------------------------------------------- evaluate
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy and macro-F1 of a model on the real test sets",
+                       description="MODEL is `vader`, `prompt:<lm name or path>` (Prompting baseline) "
+                                   "or a trained task-model folder.")
+    p.add_argument("--model", required=True, help="vader | prompt:<lm> | task-model folder")
+    p.add_argument("--datasets", default=None, help="all (default) or a comma list: sst2,imdb,... or file paths")
+    p.add_argument("--limit", type=int, default=None, help="fixed seeded subsample of N rows per set")
+    p.add_argument("--data-dir", default=None, help="folder holding test/ (default ../shared/datasets)")
+    p.add_argument("--output", default=None, help="write the metrics as JSON to this file")
+    p.add_argument("--no-paper", action="store_true", help="do not print the paper's Prompting row")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from unigen.evaluate import (
+        evaluate_classifier,
+        format_table,
+        load_classifier,
+        load_eval_sets,
+        public_json,
+        write_json,
+    )
+
+    cfg = _config(args)
+    if args.data_dir:
+        cfg = _replace(cfg, evaluate={"data_dir": args.data_dir})
+    names = args.datasets or cfg.evaluate.datasets
+    limit = args.limit if args.limit is not None else cfg.evaluate.limit
+    datasets = load_eval_sets(names, cfg, limit)
+    classifier = load_classifier(args.model, cfg)
+    results = evaluate_classifier(classifier, datasets)
+    print(format_table({classifier.name: results}, paper=None if args.no_paper else _paper_row()))
+    if limit is not None:
+        print(f"Subsample: at most {limit} rows per set, seed {cfg.seed} (--limit).")
+    if args.output:
+        write_json(args.output, public_json(results))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _paper_row() -> dict[str, float]:
+    from unigen.evaluate import PAPER_PROMPTING
+
+    return PAPER_PROMPTING
+
+
+def _replace(cfg: UniGenConfig, **sections: dict) -> UniGenConfig:
+    import dataclasses
+
+    changes = {k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+# ---------------------------------------------------------------- models
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the embedded models, or verify and prepare them")
+    p.add_argument("--verify", nargs="*", metavar="NAME",
+                   help="check sha256 and materialise the named models (none named: all)")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from unigen import registry
+
+    if args.verify is None:
+        for m in registry.EMBEDDED.values():
+            print(f"{m.name:14s} {m.kind:13s} {m.description}")
+        print(f"cache: {registry.cache_dir()}")
+        return 0
+    report = registry.verify_all(tuple(args.verify) or None)
+    for name, status in report.items():
+        print(f"{name:14s} {status}")
+    return 0 if all(s == "ok" for s in report.values()) else 1
+
+
+# ---------------------------------------------------------------- run
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the main job on the embedded defaults",
+                       description="Until the synthetic-data stages land, the main job evaluates the "
+                                   "baselines: VADER on the full test sets and Prompting with the generator "
+                                   "on a fixed subsample (evaluate.limit).")
+    p.add_argument("--workdir", default="runs/default", help="where results are written")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from unigen.evaluate import (
+        PromptClassifier,
+        VaderClassifier,
+        evaluate_classifier,
+        format_table,
+        load_eval_sets,
+        write_json,
+    )
+    from unigen.lm import LMScorer
+
+    cfg = _config(args)
+    workdir = Path(args.workdir)
+    rows = {"VADER": evaluate_classifier(VaderClassifier(), load_eval_sets(cfg.evaluate.datasets, cfg))}
+    scorer = LMScorer.from_name(cfg.generator, cfg.labels, cfg.scoring, device=cfg.device)
+    prompt = PromptClassifier(scorer, f"Prompting {cfg.generator} ({cfg.scoring.rule})")
+    sets = load_eval_sets(cfg.evaluate.datasets, cfg, cfg.evaluate.limit)
+    rows[prompt.name] = evaluate_classifier(prompt, sets)
+    table = format_table(rows, title="Baselines")
+    print(table)
+    write_json(workdir / "results.json", rows)
+    (workdir / "results.md").write_text(table + "\n")
+    print(f"wrote {workdir / 'results.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unigen", description="Zero-shot cross-domain sentiment "
+                                     "classifiers from a generative LM (UniGen, EMNLP 2024).")
+    from unigen import __version__
+
+    parser.add_argument("--version", action="version", version=f"unigen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_evaluate, _add_models):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from unigen.data import DataError
+    from unigen.registry import ModelNotAvailable
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, ModelNotAvailable) as exc:
+        print(f"unigen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unigen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
