@@ -161,8 +161,11 @@ def format_table(rows: dict[str, dict[str, Any]], *, paper: dict[str, float] | N
     if paper:
         cells = [f"{paper[s]:.2f}" if s in paper else "-" for s in sets]
         lines.append("| paper: Prompting GPT2-XL (acc.) | " + " | ".join(cells) + f" | {paper['average']:.2f} |")
-    first = next(iter(rows.values()), {})
-    lines.append("| n | " + " | ".join(_n_cell(first.get(s)) for s in sets) + " | |")
+    n_rows = {method: [_n_cell(res.get(s)) for s in sets] for method, res in rows.items()}
+    if len({tuple(v) for v in n_rows.values()}) == 1:
+        n_rows = {"": next(iter(n_rows.values()))}
+    for method, cells in n_rows.items():
+        lines.append(f"| n{' (' + method + ')' if method else ''} | " + " | ".join(cells) + " | |")
     lines.append("")
     lines.append("Cells: accuracy / macro-F1 (%). Avg: plain mean of the accuracies.")
     if any("subsampled_from" in v for r in rows.values() for v in r.values() if isinstance(v, dict)):
