@@ -83,9 +83,15 @@ class GenerateConfig:
     max_new_tokens: int = setting(31, "new tokens per sample (paper code: 40 total incl. ~9 prompt tokens)")
     dedup: bool = setting(True, "drop exact duplicate texts")
     shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
+    precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
+                             "with bf16 support, different samples)")
     batch_size: int = setting(32, "prompts per generate call", fingerprint=False)
 
     def __post_init__(self) -> None:
+        from unigen.prompts import PROMPT_SETS
+
+        _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
+        _one_of("generate.precision", self.precision, ("fp32", "bf16"))
         _check(self.samples_per_label > 0, "generate.samples_per_label must be positive")
         _check(self.top_k >= 0, "generate.top_k must be >= 0")
         _check(0.0 < self.top_p <= 1.0, "generate.top_p must be in (0, 1]")
@@ -104,11 +110,17 @@ class RelabelConfig:
     drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
     scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
                                 "or nll | verbalizer")
+    auto_sample: int = setting(256, "auto rule: generated texts (first shard of each stream) scored both ways")
     until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
+    max_generated_factor: float = setting(
+        20.0, "until_kept: stop (targets unmet) after generating this many times samples_per_label per label",
+        fingerprint=False)
 
     def __post_init__(self) -> None:
         _one_of("relabel.mode", self.mode, ("soft", "hard", "none"))
         _one_of("relabel.scoring_rule", self.scoring_rule, ("auto", "nll", "verbalizer"))
+        _check(self.auto_sample > 0, "relabel.auto_sample must be positive")
+        _check(self.max_generated_factor >= 1.0, "relabel.max_generated_factor must be >= 1")
         _check(self.temperature > 0, "relabel.temperature must be positive")
         _check(0.0 <= self.threshold < 1.0, "relabel.threshold must be in [0, 1)")
 

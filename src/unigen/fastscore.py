@@ -1,0 +1,41 @@
+"""A faster :class:`unigen.lm.LMScorer` for the relabel stage (same scores, less work).
+
+The verbalizer rule needs the next-token distribution at the last real position only, so instead of
+the full ``(B, T, V)`` logits this scorer runs the base transformer, gathers each row's last hidden
+state and applies the output head to those ``B`` vectors (``V`` = 49k for SmolLM2, so the head is a
+large share of the work). Texts are already length-bucketed by :class:`LMScorer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unigen.lm import LMScorer, _progress
+
+
+class FastLMScorer(LMScorer):
+    """:class:`LMScorer` with a last-position-only output head for the verbalizer rule."""
+
+    def _last_logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        base = self.model.base_model
+        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = mask.sum(1) - 1
+        h = hidden[torch.arange(len(ids), device=ids.device), last]
+        logits = self.model.get_output_embeddings()(h).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    @torch.inference_mode()
+    def _verbalizer_scores(self, texts: list[str], progress: bool) -> np.ndarray:
+        seqs = self._encode([self.config.verbalizer_template.format(text=t) for t in texts])
+        label_ids = torch.tensor(self.label_token_ids(), device=self.device)
+        out = np.zeros((len(texts), len(self.labels)))
+        with _progress(len(texts), "scoring (verbalizer)", progress) as bar:
+            for batch in self._batches(seqs):
+                ids, mask = self._pad([seqs[i] for i in batch])
+                logp = torch.log_softmax(self._last_logits(ids, mask), dim=-1)
+                out[batch] = (-logp[:, label_ids]).cpu().numpy()
+                bar.update(len(batch))
+        return out
+

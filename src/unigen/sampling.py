@@ -1,0 +1,201 @@
+"""Sampling continuations of one prompt from a causal LM, fast and reproducible per row.
+
+:class:`LMSampler` is the generation stage's engine. For a batch of ``B`` rows of the same prompt it
+
+1. runs the prompt once at batch size 1 and keeps its KV cache (per prompt, for the whole run),
+2. copies that cache ``B`` times (no padding is ever needed: all rows share the prompt),
+3. decodes token by token with top-k / top-p / temperature sampling, and
+4. drops a row from the batch (and from the KV cache) as soon as it emits a *stop token*: a token
+   whose text contains a newline or a double quote, or end-of-sequence. Post-processing cuts the
+   text there anyway (method-spec 1.3), so the rest would be thrown away; the batch ends when every
+   row has stopped or ``max_new_tokens`` is reached.
+
+Sampling uses one uniform number per (row, step) drawn from the row's own seed, and inverse-CDF
+sampling from the filtered distribution, so a row's text depends on its seed and the model only:
+not on the batch size, on its position in the batch or on the other rows (up to floating-point
+differences of batched matrix products).
+
+Filtering order and semantics follow Hugging Face's ``generate``: logits / temperature, keep the
+``top_k`` largest (0 = all), then keep the smallest set of most likely tokens whose probability mass
+reaches ``top_p`` (the most likely token always stays), renormalise.
+
+:func:`naive_generate` is the plain Hugging Face ``generate`` loop the benchmark compares with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What a sampler returns for one row: the decoded new text (prompt excluded)."""
+
+    text: str
+    n_tokens: int
+    ids: tuple[int, ...] = ()  # the sampled token ids (empty for fake samplers)
+
+
+class TextSampler(Protocol):
+    """Anything that continues a prompt once per seed (the real LM or a fake one in tests)."""
+
+    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:  # pragma: no cover
+        ...
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    top_k: int = 40
+    top_p: float = 0.9
+    temperature: float = 1.0
+    max_new_tokens: int = 31
+
+
+def filtered_distribution(logits: torch.Tensor, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate token ids ``(B, C)`` sorted by probability and their renormalised probabilities.
+
+    Args:
+        logits: ``(B, V)`` next-token logits.
+        settings: temperature, top-k (0 = no limit) and top-p.
+
+    Returns:
+        ``(ids, probs)``; ``probs`` rows sum to one, removed candidates have probability 0.
+    """
+    logits = logits.float() / settings.temperature
+    k = settings.top_k if 0 < settings.top_k < logits.shape[-1] else logits.shape[-1]
+    values, ids = torch.topk(logits, k, dim=-1, sorted=True)
+    probs = torch.softmax(values, dim=-1)
+    if settings.top_p < 1.0:
+        mass_before = probs.cumsum(-1) - probs
+        probs = probs.masked_fill(mass_before >= settings.top_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return ids, probs
+
+
+def sample_tokens(ids: torch.Tensor, probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the first candidate whose cumulative probability exceeds ``u``."""
+    cdf = probs.cumsum(-1)
+    u = uniforms.unsqueeze(-1) * cdf[:, -1:]
+    choice = (cdf <= u).sum(-1).clamp_max(probs.shape[-1] - 1)
+    # a removed candidate (probability 0) can only be hit through rounding: step back to a kept one
+    while True:
+        bad = probs.gather(1, choice[:, None])[:, 0] <= 0
+        if not bool(bad.any()):
+            break
+        choice = torch.where(bad, choice - 1, choice).clamp_min(0)
+    return ids.gather(1, choice[:, None])[:, 0]
+
+
+def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """``(B, steps)`` uniforms in [0, 1); row ``i`` comes from its own generator seeded with ``seeds[i]``."""
+    return torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                        for s in seeds]).float()
+
+
+def stop_token_mask(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> torch.Tensor:
+    """Bool ``(V,)``: tokens whose text contains a newline or a double quote, and the EOS tokens."""
+    n = min(vocab_size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(n)])
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[: n] = torch.tensor(['"' in t or "\n" in t for t in texts])
+    for e in eos_ids:
+        if 0 <= e < vocab_size:
+            mask[e] = True
+    return mask
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(src, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+class LMSampler:
+    """Reproducible per-row sampling with a shared prompt KV cache and early stopping (module doc)."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings, batch_size: int = 32):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self.stop_mask = stop_token_mask(tokenizer, vocab, self.eos_ids).to(self.device)
+        self._prefix: dict[str, tuple[Any, torch.Tensor, int]] = {}
+        self.tokens_generated = 0
+
+    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+        out: list[Continuation] = []
+        for start in range(0, len(seeds), self.batch_size):
+            out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size]))
+        return out
+
+    @torch.inference_mode()
+    def _prefix_state(self, prompt: str) -> tuple[Any, torch.Tensor, int]:
+        if prompt not in self._prefix:
+            ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.device)
+            out = self.model(input_ids=ids, use_cache=True)
+            self._prefix[prompt] = (out.past_key_values, out.logits[:, -1].float(), ids.shape[1])
+        return self._prefix[prompt]
+
+    @torch.inference_mode()
+    def _sample_batch(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+        cache0, logits0, plen = self._prefix_state(prompt)
+        b, steps = len(seeds), self.settings.max_new_tokens
+        cache = copy.deepcopy(cache0)
+        cache.batch_repeat_interleave(b)
+        logits = logits0.expand(b, -1)
+        uniforms = row_uniforms(seeds, steps).to(self.device)
+        tokens = torch.full((b, steps), -1, dtype=torch.long)
+        active = torch.arange(b, device=self.device)  # original row of each live batch entry
+        for step in range(steps):
+            ids, probs = filtered_distribution(logits, self.settings)
+            nxt = sample_tokens(ids, probs, uniforms[active, step])
+            tokens[active.cpu(), step] = nxt.cpu()
+            self.tokens_generated += len(active)
+            keep = ~self.stop_mask[nxt]
+            if step == steps - 1 or not bool(keep.any()):
+                break
+            if not bool(keep.all()):
+                idx = keep.nonzero()[:, 0]
+                cache.batch_select_indices(idx)
+                active, nxt = active[idx], nxt[idx]
+            position = torch.full((len(active), 1), plen + step, dtype=torch.long, device=self.device)
+            out = self.model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True,
+                             position_ids=position)
+            logits = out.logits[:, -1]
+        return [self._decode(row) for row in tokens.tolist()]
+
+    def _decode(self, row: list[int]) -> Continuation:
+        ids = [t for t in row if t >= 0]
+        return Continuation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), tuple(ids))
+
+
+@torch.inference_mode()
+def naive_generate(model: Any, tokenizer: Any, prompt: str, n: int, settings: SamplingSettings,
+                   batch_size: int = 32) -> list[Continuation]:
+    """The plain Hugging Face loop: ``generate`` on ``batch_size`` copies of the prompt, ``n`` rows in all."""
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+    out: list[Continuation] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    while len(out) < n:
+        b = min(batch_size, n - len(out))
+        gen = model.generate(input_ids=ids.expand(b, -1), attention_mask=torch.ones_like(ids).expand(b, -1),
+                             do_sample=True, top_k=settings.top_k, top_p=settings.top_p,
+                             temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
+                             pad_token_id=pad)
+        for row in gen[:, ids.shape[1]:].tolist():
+            out.append(Continuation(tokenizer.decode(row, skip_special_tokens=True), len(row)))
+    return out

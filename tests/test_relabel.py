@@ -1,0 +1,186 @@
+"""Tests for the relabel stage: the math, the filter, rule choice, runner, resume, until_kept, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from synth_fakes import FakeSampler, FakeScorer, Killed, tiny_gpt2, tiny_llama
+
+from unigen.artifacts import Stage
+from unigen.config import RelabelConfig, ScoringConfig, load_config
+from unigen.fastscore import FastLMScorer
+from unigen.generate_stage import generate_stage
+from unigen.lm import LMScorer
+from unigen.relabel import (
+    choose_rule,
+    keep_mask,
+    paper_binary_probs,
+    relabel_arrays,
+    score_rows,
+    soft_labels,
+)
+from unigen.relabel_stage import relabel_stage
+from unigen.until_kept import run_until_kept
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cfg_for(*overrides: str):
+    return load_config(None, ["generate.samples_per_label=8", "generate.shard_size=4", *overrides])
+
+
+# ---------------------------------------------------------------- math
+
+def test_two_labels_equal_the_paper_formula():
+    rng = np.random.default_rng(0)
+    s = rng.normal(3.0, 0.5, size=(50, 2))
+    ours = soft_labels(s, 0.1)
+    assert np.allclose(ours, paper_binary_probs(s, 0.1))
+    assert np.allclose(ours[:, 1], 1 / (1 + np.exp(-(s[:, 0] - s[:, 1]) / 0.1)))  # sigma((L_neg - L_pos)/tau)
+    assert np.allclose(soft_labels(s + 100.0, 0.1), ours)  # shift invariant, no overflow
+
+
+def test_three_labels():
+    s = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5], [3.0, 0.0, 3.0]])
+    p = soft_labels(s, 1.0)
+    assert np.allclose(p.sum(1), 1) and p[0].argmax() == 0 and np.allclose(p[1], 1 / 3) and p[2].argmax() == 1
+    assert np.allclose(p[0], np.exp([-1.0, -2.0, -3.0]) / np.exp([-1.0, -2.0, -3.0]).sum())
+    keep = keep_mask(p, np.array([0, 0, 1]), threshold=0.2)  # bar = 1/3 + 0.2
+    assert keep.tolist() == [p[0, 0] > 0.5333, False, True]
+    with pytest.raises(ValueError):
+        paper_binary_probs(s, 0.1)
+
+
+def test_thresholds_filter_as_specified():
+    probs = np.array([[0.69, 0.31], [0.71, 0.29], [0.2, 0.8], [0.2, 0.8], [0.7, 0.3]])
+    y = np.array([0, 0, 0, 1, 0])
+    assert keep_mask(probs, y, 0.2).tolist() == [False, True, False, True, False]  # p_y > 0.7 strictly
+    assert keep_mask(probs, y, 0.2, drop_disagreeing=False).tolist() == [False, True, True, True, False]
+    assert keep_mask(probs, y, 0.0).tolist() == [True, True, False, True, True]
+
+
+def test_modes():
+    scores = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.01]])
+    y = [0, 0, 1]
+    soft = relabel_arrays(scores, y, 2, RelabelConfig(mode="soft"))
+    assert np.allclose(soft["probs"], soft_labels(scores, 0.1)) and soft["keep"].tolist() == [True, False, False]
+    assert soft["label"].tolist() == [0, 1, 0]
+    hard = relabel_arrays(scores, y, 2, RelabelConfig(mode="hard"))
+    assert hard["probs"].tolist() == [[1, 0], [0, 1], [1, 0]] and hard["keep"].tolist() == soft["keep"].tolist()
+    none = relabel_arrays(None, y, 2, RelabelConfig(mode="none"))
+    assert none["probs"].tolist() == [[1, 0], [1, 0], [0, 1]] and none["keep"].all()
+
+
+def test_rule_choice_and_domain_templates():
+    rows = [{"text": f"so {w}", "prompt_label": k, "domain": d}
+            for k, w in enumerate(("negative", "positive")) for d in ("movie", "tweet")]
+    scorer = FakeScorer(("negative", "positive"))
+    choice = choose_rule(scorer, rows)
+    assert choice == {"rule": "verbalizer", "agreement": {"nll": 0.0, "verbalizer": 1.0}, "sample_size": 4}
+    assert 'The movie review in {label} sentiment is: "{text}"' in scorer.templates
+    assert 'The tweet in {label} sentiment is: "{text}"' in scorer.templates
+    tie = choose_rule(FakeScorer(("negative", "positive"), invert_nll=False), rows)
+    assert tie["rule"] == "nll"  # ties go to the paper's rule
+    with pytest.raises(ValueError, match="unknown scoring rule"):
+        score_rows(scorer, rows, "logits")
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_fast_scorer_equals_lm_scorer(make):
+    model, tok = make()
+    texts = ["good movie", "bad food and a very long tail of words here", "ok"]
+    cfg = ScoringConfig(batch_size=2)
+    labels = ("negative", "positive")
+    ref, fast = LMScorer(model, tok, labels, cfg), FastLMScorer(model, tok, labels, cfg)
+    for rule in ("verbalizer", "nll"):
+        assert np.allclose(fast.scores(texts, rule=rule), ref.scores(texts, rule=rule), atol=1e-5)
+
+
+# ---------------------------------------------------------------- runner
+
+def test_relabel_stage_end_to_end(tmp_path):
+    cfg = cfg_for()
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels))
+    st = Stage.load(out, "02_relabel")
+    rows = list(st.iter_rows())
+    assert len(rows) == 16 and all({"probs", "label", "confidence", "keep", "scores"} <= set(r) for r in rows)
+    assert all(abs(sum(r["probs"]) - 1) < 1e-5 for r in rows)
+    assert st.manifest["upstream"] == {"01_generate": Stage.load(gen).fingerprint}
+    assert st.manifest["rule"] == "verbalizer" and st.manifest["rule_choice"]["agreement"]["nll"] == 0.0
+    assert 0 < st.manifest["counts"]["kept"] < 16  # the weak '#' rows fall below T_RE
+    card = (out / "datacard.md").read_text()
+    for part in ("## Counts", "acceptance", "distinct_2", "Agreement of each rule", "nll 0.0%", "### negative", "[1.00, 0.00]"):
+        assert part in card
+    assert relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels, fail_after=0)) == out
+
+
+def test_relabel_kill_and_resume(tmp_path):
+    cfg = cfg_for("relabel.scoring_rule=nll", "relabel.mode=hard")
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    ref = list(Stage.load(relabel_stage(cfg, tmp_path / "a", gen, progress=False,
+                                        scorer=FakeScorer(cfg.labels, invert_nll=False))).iter_rows())
+    with pytest.raises(Killed):
+        relabel_stage(cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, 2, invert_nll=False))
+    out = relabel_stage(cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, invert_nll=False))
+    assert list(Stage.load(out).iter_rows()) == ref and all(set(r["probs"]) <= {0.0, 1.0} for r in ref)
+
+
+def test_mode_none_needs_no_model(tmp_path):
+    cfg = cfg_for("relabel.mode=none")
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    st = Stage.load(relabel_stage(cfg, tmp_path, gen, progress=False))
+    assert st.manifest["counts"]["kept"] == 16 and st.manifest["rule"] == "none"
+
+
+def test_until_kept_reaches_targets_and_resumes(tmp_path):
+    cfg = cfg_for("relabel.until_kept=true")
+    gen, rel = run_until_kept(cfg, tmp_path / "a", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    kept = Stage.load(rel).manifest["counts"]["kept_per_label"]
+    assert min(kept.values()) >= 8 and Stage.load(rel).manifest["targets_met"] is True
+    ref = list(Stage.load(rel).iter_rows())
+    for fail in (2, 4):
+        with pytest.raises(Killed):
+            run_until_kept(cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels, fail))
+    _, rel_b = run_until_kept(cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    assert list(Stage.load(rel_b).iter_rows()) == ref
+    assert relabel_stage(cfg, tmp_path / "a", progress=False) == rel  # the pipeline entry points agree
+
+
+def test_until_kept_gives_up_with_a_warning(tmp_path):
+    cfg = cfg_for("relabel.until_kept=true", "relabel.scoring_rule=nll", "relabel.max_generated_factor=2")
+    with pytest.warns(UserWarning, match="targets unmet"):
+        _, rel = run_until_kept(cfg, tmp_path, False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    assert Stage.load(rel).manifest["targets_met"] is False
+
+
+def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
+    from unigen.synth_cli import add_generate_arguments, add_relabel_arguments, run_generate, run_relabel
+
+    model, tok = tiny_llama()
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    cfg = cfg_for("generate.max_new_tokens=6", f"generator={tmp_path / 'lm'}", "relabel.auto_sample=8")
+    p = argparse.ArgumentParser()
+    add_generate_arguments(p)
+    assert run_generate(p.parse_args(["--workdir", str(tmp_path / "w"), "--no-progress"]), cfg) == 0
+    gen = next((tmp_path / "w" / "01_generate").iterdir())
+    p = argparse.ArgumentParser()
+    add_relabel_arguments(p)
+    assert run_relabel(p.parse_args(["--input", str(gen), "--no-progress"]), cfg) == 0
+    assert "02_relabel complete" in capsys.readouterr().out
+    rel = next((tmp_path / "w" / "02_relabel").iterdir())
+    assert Stage.load(rel).manifest["rule_choice"]["sample_size"] == 8
+    other = dataclasses.replace(cfg, labels=("bad", "good"))
+    assert run_relabel(p.parse_args(["--input", str(gen), "--output", str(tmp_path / "x")]), other) == 2
+    assert "labels" in capsys.readouterr().err
