@@ -30,11 +30,11 @@ def test_derive_seed_is_stable_and_distinct():
 
 def test_fingerprint_tracks_output_settings_only():
     g = GenerateConfig()
-    base = stage_fingerprint("01_generate", 1, g)
-    assert stage_fingerprint("01_generate", 1, dataclasses.replace(g, batch_size=7)) == base  # output-neutral
-    assert stage_fingerprint("01_generate", 1, dataclasses.replace(g, top_k=5)) != base
-    assert stage_fingerprint("01_generate", 2, g) != base  # STAGE_VERSION
-    assert stage_fingerprint("01_generate", 1, g, upstream={"x": "abc"}) != base
+    base = stage_fingerprint("generate", 1, g)
+    assert stage_fingerprint("generate", 1, dataclasses.replace(g, batch_size=7)) == base  # output-neutral
+    assert stage_fingerprint("generate", 1, dataclasses.replace(g, top_k=5)) != base
+    assert stage_fingerprint("generate", 2, g) != base  # STAGE_VERSION
+    assert stage_fingerprint("generate", 1, g, upstream={"x": "abc"}) != base
     assert len(base) == 12
 
 
@@ -50,7 +50,7 @@ def test_atomic_jsonl_roundtrip_and_failed_write(tmp_path):
 
 def test_stage_lifecycle(tmp_path):
     out = stage_dir(tmp_path, "01_generate", "abc")
-    st = Stage.open(out, stage="01_generate", fingerprint="abc", config={"k": 1}, seed=42)
+    st = Stage.open(out, stage="generate", fingerprint="abc", config={"k": 1}, seed=42)
     assert st.manifest["status"] == "running" and not st.complete
     assert st.manifest["config"] == {"k": 1} and st.manifest["seed"] == 42
     st.write_shard(1, [{"id": "c"}], {"n": 1})
@@ -61,21 +61,21 @@ def test_stage_lifecycle(tmp_path):
     assert st.read_stats(0) == {"n": 2} and st.read_stats(5) == {}
     with pytest.raises(StageError, match="not complete"):
         Stage.load(out)
-    again = Stage.open(out, stage="01_generate", fingerprint="abc", config={"k": 1})
+    again = Stage.open(out, stage="generate", fingerprint="abc", config={"k": 1})
     assert not list(again.shard_dir.glob(".tmp-*")) and again.manifest["resumes"] == 1
     again.finish({"rows": 3})
-    loaded = Stage.load(out, "01_generate")
+    loaded = Stage.load(out, "generate")
     assert loaded.complete and loaded.manifest["counts"] == {"rows": 3}
     assert [r["id"] for r in iter_stage_rows(out)] == ["a", "b", "c"]
     assert json.loads((out / "manifest.json").read_text())["versions"]["torch"]
 
 
 def test_stage_refuses_foreign_folders(tmp_path):
-    Stage.open(tmp_path / "s", stage="01_generate", fingerprint="abc", config={})
+    Stage.open(tmp_path / "s", stage="generate", fingerprint="abc", config={})
     with pytest.raises(StageError, match="settings"):
-        Stage.open(tmp_path / "s", stage="01_generate", fingerprint="def", config={})
+        Stage.open(tmp_path / "s", stage="generate", fingerprint="def", config={})
     with pytest.raises(StageError, match="expected"):
-        Stage.load(tmp_path / "s", "02_relabel", require_complete=False)
+        Stage.load(tmp_path / "s", "relabel", require_complete=False)
     with pytest.raises(StageError, match="not a stage folder"):
         Stage.load(tmp_path / "nothing")
 

@@ -10,14 +10,14 @@ from synth_fakes import FakeSampler, Killed, tiny_gpt2, tiny_llama
 
 from unigen.artifacts import Stage
 from unigen.config import ConfigError, load_config
-from unigen.generate import (
+from unigen.generate import generate_stage, make_sampler
+from unigen.generate_core import (
     generate_shard,
     is_prompt_echo,
     plan_shards,
     plan_streams,
     postprocess,
 )
-from unigen.generate_stage import generate_stage, make_sampler
 from unigen.prompts import PROMPT_SETS, get_prompt_set
 from unigen.sampling import LMSampler, SamplingSettings, filtered_distribution, row_uniforms, sample_tokens
 
@@ -160,7 +160,7 @@ def test_generate_stage_tiny_model_end_to_end(tmp_path):
     cfg = cfg_for("generate.max_new_tokens=8", "labels=[negative, neutral, positive]")
     lm = tiny_llama()
     out = generate_stage(cfg, tmp_path, progress=False, lm=lm)
-    st = Stage.load(out, "01_generate")
+    st = Stage.load(out, "generate")
     rows = list(st.iter_rows())
     assert len(rows) == 18 and sorted({r["prompt_label"] for r in rows}) == [0, 1, 2]
     assert st.manifest["counts"]["per_label"] == {"negative": 6, "neutral": 6, "positive": 6}

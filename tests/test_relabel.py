@@ -13,9 +13,10 @@ from synth_fakes import FakeSampler, FakeScorer, Killed, tiny_gpt2, tiny_llama
 from unigen.artifacts import Stage
 from unigen.config import RelabelConfig, ScoringConfig, load_config
 from unigen.fastscore import FastLMScorer
-from unigen.generate_stage import generate_stage
+from unigen.generate import generate_stage
 from unigen.lm import LMScorer
-from unigen.relabel import (
+from unigen.relabel import relabel_stage
+from unigen.relabel_core import (
     choose_rule,
     keep_mask,
     paper_binary_probs,
@@ -23,7 +24,6 @@ from unigen.relabel import (
     score_rows,
     soft_labels,
 )
-from unigen.relabel_stage import relabel_stage
 from unigen.until_kept import run_until_kept
 
 
@@ -112,11 +112,11 @@ def test_relabel_stage_end_to_end(tmp_path):
     cfg = cfg_for()
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
     out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels))
-    st = Stage.load(out, "02_relabel")
+    st = Stage.load(out, "relabel")
     rows = list(st.iter_rows())
     assert len(rows) == 16 and all({"probs", "label", "confidence", "keep", "scores"} <= set(r) for r in rows)
     assert all(abs(sum(r["probs"]) - 1) < 1e-5 for r in rows)
-    assert st.manifest["upstream"] == {"01_generate": Stage.load(gen).fingerprint}
+    assert st.manifest["upstream"] == {"generate": Stage.load(gen).fingerprint}
     assert st.manifest["rule"] == "verbalizer" and st.manifest["rule_choice"]["agreement"]["nll"] == 0.0
     assert 0 < st.manifest["counts"]["kept"] < 16  # the weak '#' rows fall below T_RE
     card = (out / "datacard.md").read_text()
@@ -178,7 +178,7 @@ def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_relabel_arguments(p)
     assert run_relabel(p.parse_args(["--input", str(gen), "--no-progress"]), cfg) == 0
-    assert "02_relabel complete" in capsys.readouterr().out
+    assert "relabel complete" in capsys.readouterr().out
     rel = next((tmp_path / "w" / "02_relabel").iterdir())
     assert Stage.load(rel).manifest["rule_choice"]["sample_size"] == 8
     other = dataclasses.replace(cfg, labels=("bad", "good"))

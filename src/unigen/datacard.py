@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unigen.generate import text_key
+from unigen.generate_core import text_key
 
 
 class TextStats:

@@ -1,201 +1,215 @@
-"""Generation stage, pure core: post-processing, the shard plan, and generating one shard in memory.
+"""Generation stage (``unigen generate``): stage folder, shards on disk, resume, progress bar, data card.
 
-Plan. The target ``samples_per_label`` of each label is split evenly over the prompts of the set
-(one prompt for ``universal``, five for ``combined``); each (label, prompt) pair is a *stream*, cut
-into shards of ``shard_size`` rows (the last one shorter). Shards are numbered round-robin over the
-streams (round 0 holds the first shard of every stream, and so on), so any prefix of the shard list
-is balanced over labels and prompts.
+The pure core (post-processing, shard plan, one shard in memory) is :mod:`unigen.generate_core` and
+the sampler :mod:`unigen.sampling`; their public names are re-exported here.
 
-Seeds. Shard ``i`` has seed ``derive_seed(run_seed, "generate", i)`` and its ``a``-th attempt the
-row seed ``derive_seed(shard_seed, a)``; the sampler draws row ``a``'s tokens from that seed alone.
-A shard keeps its first ``size`` accepted attempts in attempt order, so its rows depend only on the
-run seed, the shard index, the settings and the texts of the shards before it (de-duplication).
+``generate_stage(cfg, workdir)`` writes ``<workdir>/01_generate/<fingerprint>/`` (layout in
+:mod:`unigen.artifacts`) and returns it; a finished folder is returned at once. A run killed at any
+moment and started again skips the finished shards, rebuilds the de-duplication set from them and
+produces exactly the rows of an uninterrupted run (shard seeds do not depend on earlier progress).
 
-Post-processing (method-spec 1.3, UniGen code): the continuation after the prompt's opening quote is
-cut at its first newline and then at its first double quote, and stripped. Rejected: empty texts,
-prompt echoes (the text contains a prompt stem such as ``The text in positive sentiment is``; the
-paper drops only the exact echo), and with ``dedup`` exact duplicates of any earlier row of the run.
-Unterminated texts (no closing quote within ``max_new_tokens``) are kept, as in the paper.
-
-The runner (disk, manifest, resume) is :mod:`unigen.generate_stage`.
+With ``relabel.until_kept`` the generation is driven by the relabel filter instead
+(:func:`unigen.until_kept.run_until_kept`), and both stage folders are filled together.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from unigen.artifacts import derive_seed
-from unigen.prompts import Prompt
-from unigen.sampling import TextSampler
+from unigen.artifacts import Stage, stage_dir, stage_fingerprint
+from unigen.config import UniGenConfig, fingerprint_dict
+from unigen.datacard import TextStats, md_table, pct, stats_table
+from unigen.generate_core import (  # noqa: F401  (re-exported)
+    GenerationError,
+    ShardSpec,
+    Stream,
+    generate_shard,
+    is_prompt_echo,
+    plan_shards,
+    plan_streams,
+    postprocess,
+    text_key,
+)
+from unigen.prompts import get_prompt_set
+from unigen.sampling import LMSampler, SamplingSettings, TextSampler
 
-STOP_REASONS = ("quote", "newline", "none")
-MAX_ATTEMPTS_FACTOR = 20  # a shard gives up after 20 x size + 64 attempts (acceptance too low)
+STAGE = "generate"  # the manifest's stage name
+STAGE_DIR = "01_generate"  # the folder under the workdir
+STAGE_VERSION = 1
 
 
-class GenerationError(RuntimeError):
-    """Generation cannot reach its target (e.g. almost every sample is rejected)."""
+def generate_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The settings that determine the generated rows (the manifest's config subset)."""
+    out: dict[str, Any] = {"seed": cfg.seed, "labels": list(cfg.labels), "generator": cfg.generator,
+                           "generate": fingerprint_dict(cfg.generate), "until_kept": cfg.relabel.until_kept}
+    if cfg.relabel.until_kept:  # which shards exist then depends on the relabel filter
+        out["relabel"] = fingerprint_dict(cfg.relabel)
+        out["scoring"] = fingerprint_dict(cfg.scoring)
+    return out
 
 
-# ---------------------------------------------------------------- post-processing
+def generate_fingerprint(cfg: UniGenConfig) -> str:
+    return stage_fingerprint(STAGE, STAGE_VERSION, generate_settings(cfg))
 
-def postprocess(raw: str) -> tuple[str, str]:
-    """Cut a raw continuation as the paper code does.
 
-    Args:
-        raw: decoded new tokens (the text after the prompt's opening ``"``).
+def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
+    g = cfg.generate
+    return SamplingSettings(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
 
-    Returns:
-        ``(text, stop)``: the text before the first newline and then before the first ``"``,
-        whitespace-stripped; ``stop`` says which cut ended it: ``quote``, ``newline`` or ``none``
-        (unterminated, kept).
+
+def load_generator(cfg: UniGenConfig) -> tuple[Any, Any]:
+    """(model, tokenizer) of ``cfg.generator`` on ``cfg.device``."""
+    from unigen.lm import pick_device
+    from unigen.registry import load_causal_lm
+
+    return load_causal_lm(cfg.generator, device=pick_device(cfg.device))
+
+
+def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> LMSampler:
+    """The fast sampler for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    model, tokenizer = lm or load_generator(cfg)
+    if cfg.generate.precision == "bf16":
+        import copy
+
+        import torch
+
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
+
+
+def open_stage(cfg: UniGenConfig, out: Path) -> Stage:
+    return Stage.open(out, stage=STAGE, fingerprint=generate_fingerprint(cfg), config=generate_settings(cfg),
+                      seed=cfg.seed)
+
+
+def prompt_stems(cfg: UniGenConfig) -> list[str]:
+    return [p.stem(lab) for p in get_prompt_set(cfg.generate.prompt_set) for lab in cfg.labels]
+
+
+def rebuild_seen(stage: Stage, enabled: bool) -> set[int] | None:
+    """De-duplication keys of every finished shard (``None`` when de-duplication is off)."""
+    if not enabled:
+        return None
+    return {text_key(r["text"]) for r in stage.iter_rows()}
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="sample", disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+class Acceptance:
+    """Running accepted/attempted counts shown as the progress bar's postfix."""
+
+    def __init__(self, bar: Any):
+        self.bar, self.accepted, self.attempts = bar, 0, 0
+
+    def __call__(self, accepted: int, attempts: int) -> None:
+        self.accepted += accepted
+        self.attempts += attempts
+        self.bar.update(accepted)
+        self.bar.set_postfix(acceptance=pct(self.accepted, self.attempts), refresh=False)
+
+
+def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: set[int] | None,
+              stems: list[str], on_batch: Any = None) -> list[dict[str, Any]]:
+    rows, stats = generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
+                                 on_batch=on_batch, chunk=cfg.generate.batch_size)
+    stage.write_shard(spec.index, rows, stats)
+    return rows
+
+
+def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,
+                  sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run (or resume, or skip) the fixed-size generation stage in the folder ``out``."""
+    stage = open_stage(cfg, Path(out))
+    if stage.complete:
+        return stage.path
+    labels = cfg.labels
+    streams = plan_streams(len(labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label)
+    specs = plan_shards(streams, labels, cfg.generate.shard_size, cfg.seed)
+    done = set(stage.shard_indices())
+    todo = [s for s in specs if s.index not in done]
+    if todo:
+        seen = rebuild_seen(stage, cfg.generate.dedup)
+        sampler = sampler or make_sampler(cfg, lm)
+        stems = prompt_stems(cfg)
+        total = sum(s.size for s in specs)
+        with progress_bar(total, total - sum(s.size for s in todo), "generate", progress) as bar:
+            counter = Acceptance(bar)
+            for spec in todo:
+                run_shard(stage, sampler, spec, cfg, seen, stems, counter)
+    counts = summarise(stage, [s.index for s in specs], labels)
+    write_generation_card(stage, cfg, counts)
+    stage.finish(counts["totals"], shards=len(specs))
+    return stage.path
+
+
+def generate_stage(cfg: UniGenConfig, workdir: str | Path, progress: bool = True, *,
+                   sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run the generation stage under ``workdir`` and return its finished folder.
+
+    With ``cfg.relabel.until_kept`` this runs the combined generate-and-filter loop, which also
+    finishes the relabel stage folder.
     """
-    text, stop = raw, "none"
-    if "\n" in text:
-        text, stop = text.split("\n", 1)[0], "newline"
-    if '"' in text:
-        text, stop = text.split('"', 1)[0], "quote"
-    return text.strip(), stop
+    if cfg.relabel.until_kept:
+        from unigen.until_kept import run_until_kept
+
+        return run_until_kept(cfg, workdir, progress, sampler=sampler, lm=lm)[0]
+    return generate_into(cfg, stage_dir(workdir, STAGE_DIR, generate_fingerprint(cfg)), progress,
+                         sampler=sampler, lm=lm)
 
 
-_NON_WORD = re.compile(r"[^\w]+")
+# ---------------------------------------------------------------- summary and card
 
-
-def normalise(text: str) -> str:
-    """Lower-case words separated by single spaces (for echo detection)."""
-    return " ".join(_NON_WORD.sub(" ", text.lower()).split())
-
-
-def is_prompt_echo(text: str, stems: Sequence[str]) -> bool:
-    """True if the normalised text contains a normalised prompt stem (any label of the set)."""
-    norm = f" {normalise(text)} "
-    return any(f" {normalise(s)} " in norm for s in stems)
-
-
-def text_key(text: str) -> int:
-    """64-bit digest of a text, the de-duplication key (8 bytes per seen text)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-# ---------------------------------------------------------------- plan
-
-@dataclass(frozen=True)
-class Stream:
-    """A (label, prompt) pair and how many accepted rows it must contribute."""
-
-    label: int
-    prompt: Prompt
-    quota: int
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    index: int
-    stream: int
-    label: int
-    domain: str
-    prompt: str
-    size: int
-    seed: int
-
-
-def plan_streams(n_labels: int, prompts: Sequence[Prompt], samples_per_label: int) -> list[Stream]:
-    """Split each label's target evenly over the prompts (the first prompts take the remainder)."""
-    base, extra = divmod(samples_per_label, len(prompts))
-    return [Stream(label, p, base + (1 if j < extra else 0))
-            for label in range(n_labels) for j, p in enumerate(prompts) if base + (j < extra) > 0]
-
-
-def shard_spec(index: int, stream_id: int, stream: Stream, labels: Sequence[str], size: int,
-               run_seed: int) -> ShardSpec:
-    return ShardSpec(index, stream_id, stream.label, stream.prompt.domain,
-                     stream.prompt.render(labels[stream.label]), size, derive_seed(run_seed, "generate", index))
-
-
-def plan_shards(streams: Sequence[Stream], labels: Sequence[str], shard_size: int, run_seed: int) -> list[ShardSpec]:
-    """Every shard of a fixed-size run, numbered round-robin over the streams."""
-    per_stream = [math.ceil(s.quota / shard_size) for s in streams]
-    specs: list[ShardSpec] = []
-    for rnd in range(max(per_stream, default=0)):
-        for sid, stream in enumerate(streams):
-            if rnd < per_stream[sid]:
-                size = min(shard_size, stream.quota - rnd * shard_size)
-                specs.append(shard_spec(len(specs), sid, stream, labels, size, run_seed))
-    return specs
-
-
-# ---------------------------------------------------------------- one shard
-
-def _reject_reason(text: str, stems: Sequence[str], seen: set[int] | None) -> str | None:
-    if not text:
-        return "empty"
-    if is_prompt_echo(text, stems):
-        return "echo"
-    if seen is not None and text_key(text) in seen:
-        return "duplicate"
-    return None
-
-
-def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, stems: Sequence[str],
-                   seen: set[int] | None, on_batch: Callable[[int, int], None] | None = None,
-                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Sample until ``spec.size`` rows are accepted; returns ``(rows, stats)``.
-
-    Args:
-        sampler: continues ``spec.prompt`` once per row seed.
-        spec: the shard (index, stream, prompt, target size, seed).
-        prompt_set: name stored in every row.
-        stems: prompt stems of every label of the set (echo detection).
-        seen: de-duplication keys of all earlier rows of the run (updated in place); ``None``
-            turns de-duplication off.
-        on_batch: called with ``(accepted, attempts)`` after every sampler call (progress bars).
-
-    Raises:
-        GenerationError: more than ``20 * size + 64`` attempts were needed.
-    """
-    t0 = time.time()
-    rows: list[dict[str, Any]] = []
+def summarise(stage: Stage, indices: list[int], labels: tuple[str, ...]) -> dict[str, Any]:
+    """Counts per label / domain, rejection reasons, stop reasons and text statistics (one pass)."""
+    per_label: Counter[int] = Counter()
+    attempts: Counter[int] = Counter()
     rejected: Counter[str] = Counter()
     stops: Counter[str] = Counter()
-    attempt, tokens, limit = 0, 0, MAX_ATTEMPTS_FACTOR * spec.size + 64
-    while len(rows) < spec.size:
-        if attempt >= limit:
-            raise GenerationError(f"shard {spec.index} ({spec.prompt!r}): only {len(rows)} of {spec.size} "
-                                  f"samples accepted after {attempt} attempts ({dict(rejected)})")
-        acceptance = len(rows) / attempt if attempt else 1.0
-        draw = min(limit - attempt, math.ceil((spec.size - len(rows)) / max(acceptance, 0.2)))
-        seeds = [derive_seed(spec.seed, a) for a in range(attempt, attempt + draw)]
-        accepted_before = len(rows)
-        continuations = sampler.sample(spec.prompt, seeds)
-        tokens += sum(c.n_tokens for c in continuations)
-        for offset, cont in enumerate(continuations):
-            if len(rows) >= spec.size:
-                break
-            text, stop = postprocess(cont.text)
-            reason = _reject_reason(text, stems, seen)
-            if reason is not None:
-                rejected[reason] += 1
-                continue
-            if seen is not None:
-                seen.add(text_key(text))
-            stops[stop] += 1
-            a = attempt + offset
-            rows.append({"id": f"s{spec.index:05d}-a{a:05d}", "text": text, "prompt_label": spec.label,
-                         "prompt_set": prompt_set, "domain": spec.domain, "prompt": spec.prompt,
-                         "shard": spec.index, "attempt": a, "seed": seeds[offset],
-                         "n_tokens": cont.n_tokens, "stop": stop})
-        used = (rows[-1]["attempt"] + 1 - attempt) if len(rows) >= spec.size else draw
-        attempt += used
-        if on_batch is not None:
-            on_batch(len(rows) - accepted_before, used)
-    stats = {"index": spec.index, "stream": spec.stream, "label": spec.label, "domain": spec.domain,
-             "prompt": spec.prompt, "seed": spec.seed, "size": spec.size, "attempts": attempt,
-             "accepted": len(rows), "rejected": dict(rejected), "stops": dict(stops),
-             "tokens_sampled": tokens, "seconds": round(time.time() - t0, 3)}
-    return rows, stats
+    domains: Counter[str] = Counter()
+    tokens, seconds = 0, 0.0
+    for i in indices:
+        st = stage.read_stats(i)
+        attempts[st["label"]] += st["attempts"]
+        rejected.update(st["rejected"])
+        stops.update(st["stops"])
+        tokens += st["tokens_sampled"]
+        seconds += st["seconds"]
+    text = TextStats()
+    for row in stage.iter_rows(indices):
+        per_label[row["prompt_label"]] += 1
+        domains[row["domain"]] += 1
+        text.add(row["text"])
+    rows = sum(per_label.values())
+    att = sum(attempts.values())
+    totals = {"rows": rows, "attempts": att, "acceptance": round(rows / att, 4) if att else None,
+              "per_label": {labels[k]: per_label[k] for k in sorted(per_label)},
+              "rejected": dict(rejected), "stops": dict(stops), "tokens_sampled": tokens,
+              "shard_seconds": round(seconds, 2),
+              "samples_per_s": round(rows / seconds, 3) if seconds else None}
+    return {"totals": totals, "attempts": attempts, "domains": domains, "text": text.summary()}
+
+
+def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any]) -> None:
+    t, g = counts["totals"], cfg.generate
+    label_rows = [[lab, t["per_label"].get(lab, 0), counts["attempts"].get(k, 0),
+                   pct(t["per_label"].get(lab, 0), counts["attempts"].get(k, 0))] for k, lab in enumerate(cfg.labels)]
+    lines = [
+        f"# Generated data `{stage.path.name}`", "",
+        f"Generator `{cfg.generator}`, prompt set `{g.prompt_set}`, seed {cfg.seed}; top-k {g.top_k}, "
+        f"top-p {g.top_p}, temperature {g.temperature}, at most {g.max_new_tokens} new tokens, "
+        f"{g.precision}, de-duplication {'on' if g.dedup else 'off'}.", "",
+        md_table(["label", "rows", "attempts", "acceptance"], label_rows), "",
+        f"Rejected: {t['rejected'] or 'none'}. Ended by: {t['stops']} (`none` = no closing quote or "
+        f"newline within the token budget; kept, as in the paper). Domains: {dict(counts['domains'])}.", "",
+        stats_table({"generated": counts["text"]}), "",
+        f"Throughput: {t['samples_per_s']} accepted samples/s over {t['shard_seconds']} s of shard time, "
+        f"{t['tokens_sampled']} tokens sampled.", "",
+    ]
+    (stage.path / "datacard.md").write_text("\n".join(lines))

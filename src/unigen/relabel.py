@@ -1,162 +1,180 @@
-r"""Relabel stage, pure core: soft labels from LM scores, the filter, and the choice of scoring rule.
+"""Relabel stage (``unigen relabel``): one relabel shard per generation shard, resumable, with a data card.
 
-Notation: a text ``x`` generated with prompt label ``y``, label set of size ``K``, score matrix
-``S`` from :class:`unigen.lm.LMScorer` (lower = more likely), temperature ``tau`` (``tau_RE`` = 0.1)
-and threshold ``T`` (``T_RE`` = 0.2).
+The math (soft labels, filter, rule agreement) is the pure core :mod:`unigen.relabel_core`; its public
+names are re-exported here.
 
-Soft label (any ``K``)::
+``relabel_stage(cfg, workdir, gen_dir)`` writes ``<workdir>/02_relabel/<fingerprint>/`` whose shard
+``i`` holds the rows of generation shard ``i`` plus ``scores``, ``probs``, ``label``, ``confidence``
+and ``keep`` (:mod:`unigen.relabel_core`). Downstream stages read the rows with ``keep`` true.
 
-    p_k(x) = exp(-S_k / tau) / sum_j exp(-S_j / tau)          (softmax(-S / tau))
-
-For ``K = 2`` this is exactly the paper code's ``1 - softmax(S / tau)``: with ``d = S_0 - S_1``,
-``1 - softmax(S/tau)_0 = e^{S_1/tau} / (e^{S_0/tau} + e^{S_1/tau}) = sigma(-d / tau) = p_0``
-(:func:`paper_binary_probs` keeps the code's form for the tests). For ``K > 2`` the code's form is
-not a distribution; the softmax is the paper's formula (method-spec 3.1).
-
-Hard label ``h = argmax_k p_k``, confidence ``c = max_k p_k``. The filter keeps ``x`` iff
-
-* ``p_y > 1/K + T`` (the prompt label is more likely than uniform by more than ``T``), and
-* ``h == y`` when ``drop_disagreeing`` (with ``1/K + T >= 1/2`` the first rule implies it).
-
-Without ``drop_disagreeing`` the first rule becomes ``c > 1/K + T`` and the text is relabeled to
-``h`` (a "flip" variant the paper does not use). Modes: ``soft`` trains on ``p`` (default), ``hard``
-on ``onehot(h)``, ``none`` skips scoring and keeps every text with ``onehot(y)`` (the paper's
-no-relabeling ablation). Probabilities are stored unrounded (the paper code rounds to 2 decimals).
+Scoring rule. ``relabel.scoring_rule = auto`` scores a fixed sample (the first rows of the first
+shard of every stream, ``relabel.auto_sample`` in all) with both rules and uses the one whose
+``argmin`` agrees more often with the prompt labels; both agreements and the choice go into the
+manifest (``rule_choice``, reused on resume) and the data card.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+import math
+import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from unigen.artifacts import Stage, StageError, stage_dir, stage_fingerprint
+from unigen.config import ScoringConfig, UniGenConfig, fingerprint_dict
+from unigen.generate_core import plan_streams
+from unigen.prompts import get_prompt_set
+from unigen.relabel_core import (  # noqa: F401  (re-exported)
+    Scorer,
+    agreement,
+    choose_rule,
+    keep_mask,
+    paper_binary_probs,
+    relabel_arrays,
+    relabel_rows,
+    score_rows,
+    soft_labels,
+)
 
-from unigen.config import RelabelConfig
-from unigen.prompts import get_prompt
-
-RULES = ("nll", "verbalizer")
-
-
-class Scorer(Protocol):
-    """What the relabel stage needs from a scorer (:class:`unigen.lm.LMScorer` or a fake)."""
-
-    def scores(self, texts: Sequence[str], *, rule: str | None = None, template: str | None = None,
-               progress: bool = False) -> np.ndarray:  # pragma: no cover
-        ...
-
-
-# ---------------------------------------------------------------- math
-
-def soft_labels(scores: np.ndarray, tau: float) -> np.ndarray:
-    """``softmax(-S / tau)`` row-wise, numerically stable. ``(N, K) -> (N, K)``."""
-    z = -np.asarray(scores, dtype=np.float64) / tau
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+STAGE = "relabel"
+STAGE_DIR = "02_relabel"
+STAGE_VERSION = 1
+GEN_STAGE = "generate"
 
 
-def paper_binary_probs(scores: np.ndarray, tau: float) -> np.ndarray:
-    """The paper code's ``1 - softmax(S / tau)`` (meaningful for two labels only)."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.shape[1] != 2:
-        raise ValueError("the paper code's formula is defined for two labels only")
-    z = s / tau
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return 1.0 - e / e.sum(axis=1, keepdims=True)
+def relabel_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    return {"labels": list(cfg.labels), "generator": cfg.generator, "relabel": fingerprint_dict(cfg.relabel),
+            "scoring": fingerprint_dict(cfg.scoring)}
 
 
-def keep_mask(probs: np.ndarray, prompt_labels: np.ndarray, threshold: float,
-              drop_disagreeing: bool = True) -> np.ndarray:
-    """Boolean ``(N,)``: which texts survive the filter (module docstring)."""
-    k = probs.shape[1]
-    bar = 1.0 / k + threshold
-    hard = probs.argmax(axis=1)
-    if drop_disagreeing:
-        p_y = probs[np.arange(len(probs)), prompt_labels]
-        return (p_y > bar) & (hard == prompt_labels)
-    return probs.max(axis=1) > bar
+def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
+    return stage_fingerprint(STAGE, STAGE_VERSION, relabel_settings(cfg), upstream={GEN_STAGE: gen_fingerprint})
 
 
-def relabel_arrays(scores: np.ndarray | None, prompt_labels: Sequence[int], n_labels: int,
-                   cfg: RelabelConfig) -> dict[str, np.ndarray]:
-    """Targets, hard labels, confidences and the keep mask for one batch of texts.
-
-    Args:
-        scores: ``(N, K)`` LM scores (lower = more likely); ignored (may be ``None``) for mode ``none``.
-        prompt_labels: the label each text was generated with.
-        n_labels: ``K``.
-        cfg: mode, ``temperature`` (tau_RE), ``threshold`` (T_RE), ``drop_disagreeing``.
-
-    Returns:
-        ``probs`` (training targets), ``label`` (hard), ``confidence`` and ``keep``.
-    """
-    y = np.asarray(prompt_labels, dtype=np.int64)
-    eye = np.eye(n_labels)
-    if cfg.mode == "none":
-        return {"probs": eye[y], "label": y, "confidence": np.ones(len(y)), "keep": np.ones(len(y), dtype=bool)}
-    if scores is None:
-        raise ValueError(f"relabel mode {cfg.mode!r} needs scores")
-    soft = soft_labels(scores, cfg.temperature)
-    hard = soft.argmax(axis=1)
-    keep = keep_mask(soft, y, cfg.threshold, cfg.drop_disagreeing)
-    probs = soft if cfg.mode == "soft" else eye[hard]
-    return {"probs": probs, "label": hard, "confidence": soft.max(axis=1), "keep": keep}
+def open_relabel_stage(cfg: UniGenConfig, out: Path, gen: Stage) -> Stage:
+    gen_labels = gen.manifest.get("config", {}).get("labels")
+    if gen_labels is not None and list(gen_labels) != list(cfg.labels):
+        raise StageError(f"{gen.path} was generated with labels {gen_labels}, the config has {list(cfg.labels)}")
+    return Stage.open(out, stage=STAGE, fingerprint=relabel_fingerprint(cfg, gen.fingerprint),
+                      config=relabel_settings(cfg), upstream={GEN_STAGE: gen.fingerprint}, seed=cfg.seed)
 
 
-def agreement(scores: np.ndarray, prompt_labels: Sequence[int]) -> float:
-    """Share of texts whose best-scoring label (``argmin S``) is the prompt label."""
-    y = np.asarray(prompt_labels)
-    return float((np.asarray(scores).argmin(axis=1) == y).mean()) if len(y) else float("nan")
+def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None) -> Any:
+    """The relabel scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    from unigen.fastscore import FastLMScorer
+    from unigen.generate import load_generator
+
+    model, tokenizer = lm or load_generator(cfg)
+    return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)
 
 
-# ---------------------------------------------------------------- scoring rows
-
-def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> np.ndarray:
-    """``(N, K)`` scores of generated rows under ``rule``.
-
-    The ``nll`` rule fills each row's own relabel template (its prompt domain's, method-spec 3.2);
-    the ``verbalizer`` rule uses the scorer's verbalizer template for every row.
-    """
-    if rule not in RULES:
-        raise ValueError(f"unknown scoring rule {rule!r}: use one of {', '.join(RULES)}")
-    texts = [r["text"] for r in rows]
-    if rule == "verbalizer":
-        return np.asarray(scorer.scores(texts, rule="verbalizer"), dtype=np.float64)
-    out: np.ndarray | None = None
-    for domain in sorted({r["domain"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["domain"] == domain]
-        part = np.asarray(scorer.scores([texts[i] for i in idx], rule="nll",
-                                        template=get_prompt(domain).relabel), dtype=np.float64)
-        if out is None:
-            out = np.zeros((len(rows), part.shape[1]))
-        out[idx] = part
-    return out if out is not None else np.zeros((0, 0))
+def auto_sample(cfg: UniGenConfig, gen: Stage) -> list[dict[str, Any]]:
+    """The rows the ``auto`` rule is chosen on: the first rows of shards ``0 .. streams-1``."""
+    gen_cfg = {**fingerprint_dict(cfg.generate), **gen.manifest.get("config", {}).get("generate", {})}
+    n_streams = len(plan_streams(len(cfg.labels), get_prompt_set(gen_cfg["prompt_set"]),
+                                 gen_cfg["samples_per_label"]))
+    per = math.ceil(cfg.relabel.auto_sample / n_streams)
+    rows: list[dict[str, Any]] = []
+    for i in range(n_streams):
+        if not gen.has_shard(i):
+            raise StageError(f"{gen.path}: shard {i} is missing; the auto rule needs the first shard of "
+                             "every stream")
+        rows.extend(gen.read_shard(i)[:per])
+    return rows
 
 
-def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Score a sample both ways and pick the rule that agrees more often with the prompt labels.
+def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None) -> dict[str, Any]:
+    """The scoring rule of this run (chosen once with ``auto``, then read from the manifest)."""
+    if cfg.relabel.mode == "none":
+        return {"rule": "none"}
+    if cfg.relabel.scoring_rule != "auto":
+        return {"rule": cfg.relabel.scoring_rule}
+    previous = stage.manifest.get("rule_choice")
+    if previous:
+        return previous
+    if scorer is None:
+        raise ValueError("the auto scoring rule needs a scorer")
+    choice = {**choose_rule(scorer, auto_sample(cfg, gen)), "how": "auto"}
+    stage.update(rule_choice=choice)
+    return choice
 
-    Returns ``{"rule", "agreement": {rule: share}, "sample_size"}``; ties go to ``nll`` (the paper's).
-    """
-    y = [r["prompt_label"] for r in rows]
-    agree = {rule: round(agreement(score_rows(scorer, rows, rule), y), 4) for rule in RULES}
-    best = max(RULES, key=lambda r: (agree[r], r == "nll"))
-    return {"rule": best, "agreement": agree, "sample_size": len(rows)}
 
-
-def relabel_rows(rows: Sequence[Mapping[str, Any]], scores: np.ndarray | None, n_labels: int,
-                 cfg: RelabelConfig) -> list[dict[str, Any]]:
-    """Generated rows plus ``scores``, ``probs``, ``label`` (hard), ``confidence`` and ``keep``."""
-    arr = relabel_arrays(scores, [r["prompt_label"] for r in rows], n_labels, cfg)
-    out = []
-    for i, row in enumerate(rows):
-        new = dict(row)
-        if scores is not None:
-            new["scores"] = [round(float(s), 6) for s in scores[i]]
-        new["probs"] = [round(float(p), 6) for p in arr["probs"][i]]
-        new["label"] = int(arr["label"][i])
-        new["confidence"] = round(float(arr["confidence"][i]), 6)
-        new["keep"] = bool(arr["keep"][i])
-        out.append(new)
+def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, rule: str,
+                  cfg: UniGenConfig) -> list[dict[str, Any]]:
+    """Relabel generation shard ``index`` and write relabel shard ``index``."""
+    t0 = time.time()
+    rows = gen.read_shard(index)
+    scores = None if rule == "none" else score_rows(scorer, rows, rule)  # type: ignore[arg-type]
+    out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
+    kept = sum(r["keep"] for r in out)
+    agree = sum(r["label"] == r["prompt_label"] for r in out)
+    stage.write_shard(index, out, {"index": index, "rows": len(out), "kept": kept, "agree": agree,
+                                   "rule": rule, "seconds": round(time.time() - t0, 3)})
     return out
+
+
+def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progress: bool = True, *,
+                 scorer: Scorer | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run (or resume, or skip) the relabel stage of a finished generation folder into ``out``."""
+    from unigen.generate import progress_bar
+    from unigen.relabel_card import write_relabel_card
+
+    gen = Stage.load(gen_dir, GEN_STAGE)
+    stage = open_relabel_stage(cfg, Path(out), gen)
+    if stage.complete:
+        return stage.path
+    indices = gen.shard_indices()
+    todo = [i for i in indices if not stage.has_shard(i)]
+    if todo and cfg.relabel.mode != "none" and scorer is None:
+        scorer = make_scorer(cfg, lm)
+    choice = resolve_rule(cfg, stage, gen, scorer)
+    total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
+    done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
+    with progress_bar(total or 0, done_rows, f"relabel ({choice['rule']})", progress) as bar:
+        kept = seen = 0
+        for i in todo:
+            rows = relabel_shard(stage, gen, i, scorer, choice["rule"], cfg)
+            kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
+            bar.update(len(rows))
+            bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)
+    finish_relabel(stage, gen, cfg, indices, choice)
+    write_relabel_card(stage, gen, cfg)
+    return stage.path
+
+
+def finish_relabel(stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any]) -> None:
+    rows = kept = agree = 0
+    seconds = 0.0
+    per_label = [0] * len(cfg.labels)
+    for i in indices:
+        st = stage.read_stats(i)
+        rows, kept, agree, seconds = rows + st["rows"], kept + st["kept"], agree + st["agree"], seconds + st["seconds"]
+    for row in stage.iter_rows(indices):
+        if row["keep"]:
+            per_label[row["label"]] += 1
+    counts = {"rows": rows, "kept": kept, "acceptance": round(kept / rows, 4) if rows else None,
+              "kept_per_label": dict(zip(cfg.labels, per_label)),
+              "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
+              "sentences_per_s": round(rows / seconds, 3) if seconds else None}
+    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices))
+
+
+def relabel_stage(cfg: UniGenConfig, workdir: str | Path, gen_dir: str | Path | None = None,
+                  progress: bool = True, *, scorer: Scorer | None = None,
+                  lm: tuple[Any, Any] | None = None) -> Path:
+    """Run the relabel stage under ``workdir`` and return its finished folder.
+
+    ``gen_dir`` defaults to the generation folder of ``cfg`` under ``workdir``. With
+    ``relabel.until_kept`` the combined loop of :mod:`unigen.until_kept` runs instead.
+    """
+    from unigen.generate import STAGE_DIR as GEN_DIR
+    from unigen.generate import generate_fingerprint
+
+    if cfg.relabel.until_kept:
+        from unigen.until_kept import run_until_kept
+
+        return run_until_kept(cfg, workdir, progress, scorer=scorer, lm=lm)[1]
+    gen_dir = Path(gen_dir) if gen_dir is not None else stage_dir(workdir, GEN_DIR, generate_fingerprint(cfg))
+    gen = Stage.load(gen_dir, GEN_STAGE)
+    return relabel_into(cfg, gen_dir, stage_dir(workdir, STAGE_DIR, relabel_fingerprint(cfg, gen.fingerprint)),
+                        progress, scorer=scorer, lm=lm)

@@ -47,8 +47,8 @@ def _fail(exc: Exception) -> int:
 def run_generate(args: argparse.Namespace, cfg: UniGenConfig) -> int:
     """``unigen generate``: run or resume the generation stage and print its folder."""
     from unigen.artifacts import StageError
-    from unigen.generate import GenerationError
-    from unigen.generate_stage import generate_into, generate_stage
+    from unigen.generate import generate_into, generate_stage
+    from unigen.generate_core import GenerationError
 
     progress = not getattr(args, "no_progress", False)
     try:
@@ -67,7 +67,7 @@ def run_generate(args: argparse.Namespace, cfg: UniGenConfig) -> int:
 def run_relabel(args: argparse.Namespace, cfg: UniGenConfig) -> int:
     """``unigen relabel``: relabel a finished generation folder and print the relabel folder."""
     from unigen.artifacts import StageError
-    from unigen.relabel_stage import relabel_into, relabel_stage
+    from unigen.relabel import relabel_into, relabel_stage
 
     progress = not getattr(args, "no_progress", False)
     gen_dir = getattr(args, "input", None)

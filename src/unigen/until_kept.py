@@ -21,11 +21,10 @@ from typing import Any
 
 from unigen.artifacts import Stage, stage_dir
 from unigen.config import UniGenConfig
-from unigen.generate import Stream, generate_shard, plan_streams, shard_spec
-from unigen.generate_stage import (
-    STAGE as GEN_STAGE,
+from unigen.generate import (
+    STAGE_DIR as GEN_STAGE,
 )
-from unigen.generate_stage import (
+from unigen.generate import (
     generate_fingerprint,
     make_sampler,
     open_stage,
@@ -35,12 +34,12 @@ from unigen.generate_stage import (
     summarise,
     write_generation_card,
 )
+from unigen.generate_core import Stream, generate_shard, plan_streams, shard_spec
 from unigen.prompts import get_prompt_set
-from unigen.relabel import Scorer
-from unigen.relabel_stage import (
-    STAGE as REL_STAGE,
+from unigen.relabel import (
+    STAGE_DIR as REL_STAGE,
 )
-from unigen.relabel_stage import (
+from unigen.relabel import (
     finish_relabel,
     make_scorer,
     open_relabel_stage,
@@ -48,6 +47,7 @@ from unigen.relabel_stage import (
     relabel_shard,
     resolve_rule,
 )
+from unigen.relabel_core import Scorer
 
 
 class _Loop:
@@ -146,7 +146,7 @@ def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str],
 def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: set[int] | None, stems: list[str]) -> None:
     spec = shard_spec(index, sid, loop.streams[sid], loop.cfg.labels, loop.next_size(sid), loop.cfg.seed)
     rows, stats = generate_shard(lazy.sampler(), spec, prompt_set=loop.cfg.generate.prompt_set, stems=stems,
-                                 seen=seen)
+                                 seen=seen, chunk=loop.cfg.generate.batch_size)
     loop.gen.write_shard(index, rows, stats)
     loop.add_generated(index, stats)
 
@@ -171,7 +171,7 @@ class _Models:
 
     def _lm(self) -> tuple[Any, Any]:
         if self.lm is None:
-            from unigen.generate_stage import load_generator
+            from unigen.generate import load_generator
 
             self.lm = load_generator(self.cfg)
         return self.lm
