@@ -101,6 +101,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(s == "ok" for s in report.values()) else 1
 
 
+# ---------------------------------------------------------------- config
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the resolved configuration as commented YAML")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from unigen.config import dump_yaml
+
+    print(dump_yaml(_config(args)))
+    return 0
+
+
 # ---------------------------------------------------------------- run
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +124,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                                    "baselines: VADER on the full test sets and Prompting with the generator "
                                    "on a fixed subsample (evaluate.limit).")
     p.add_argument("--workdir", default="runs/default", help="where results are written")
+    p.add_argument("--prompt-limit", type=int, default=100,
+                   help="rows per set for the Prompting baseline (fixed seeded subsample)")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -131,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rows = {"VADER": evaluate_classifier(VaderClassifier(), load_eval_sets(cfg.evaluate.datasets, cfg))}
     scorer = LMScorer.from_name(cfg.generator, cfg.labels, cfg.scoring, device=cfg.device)
     prompt = PromptClassifier(scorer, f"Prompting {cfg.generator} ({cfg.scoring.rule})")
-    sets = load_eval_sets(cfg.evaluate.datasets, cfg, cfg.evaluate.limit)
+    sets = load_eval_sets(cfg.evaluate.datasets, cfg, args.prompt_limit)
     rows[prompt.name] = evaluate_classifier(prompt, sets)
     table = format_table(rows, title="Baselines")
     print(table)
@@ -150,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_evaluate, _add_models):
+    for add in (_add_run, _add_evaluate, _add_models, _add_config):
         add(sub)
     return parser
 

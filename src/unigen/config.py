@@ -305,3 +305,24 @@ def fingerprint(*parts: Any) -> str:
     payload = [fingerprint_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def dump_yaml(cfg: Any, indent: int = 0) -> str:
+    """YAML of a config with each setting's help as a trailing comment (round-trips through load)."""
+    lines: list[str] = []
+    pad = "  " * indent
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            doc = (type(value).__doc__ or "").strip().splitlines()[0]
+            lines.append(f"{pad}{f.name}:  # {doc}")
+            lines.append(dump_yaml(value, indent + 1))
+            continue
+        if isinstance(value, str) and "\n" in value:
+            text = json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+        else:
+            plain = list(value) if isinstance(value, tuple) else value
+            text = yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip()
+            text = text.removesuffix("...").strip()
+        lines.append(f"{pad}{f.name}: {text}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
