@@ -157,6 +157,8 @@ class TrainConfig:
     code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (method-spec 5.2)")
     valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
     projection_dim: int = setting(256, "projection head size")
+    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; method-spec 5.3)")
+    lstm_hidden: int = setting(256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)")
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
@@ -164,6 +166,7 @@ class TrainConfig:
         _check(self.lr is None or self.lr > 0, "train.lr must be positive")
         _check(0.0 < self.valid_fraction < 1.0, "train.valid_fraction must be in (0, 1)")
         _check(0.0 <= self.momentum < 1.0, "train.momentum must be in [0, 1)")
+        _check(self.lstm_hidden > 0 and self.projection_dim > 0, "train sizes must be positive")
 
 
 @dataclass(frozen=True)
