@@ -73,3 +73,20 @@ def test_cli_config_prints_yaml(capsys):
 def test_help_does_not_import_torch():
     code = "import sys, unigen.cli; unigen.cli.build_parser(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_train_then_predict_and_evaluate_a_task_model(tmp_path, labelled_jsonl, capsys):
+    from tam_helpers import make_tiny_bert, sentiment_rows
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(24)))
+    model = tmp_path / "model"
+    settings = ["--set", f"train.tam={bert}", "--set", "train.epochs=1", "--set", "train.projection_dim=16"]
+    assert main(["train", "--data", str(rows), "--output", str(model), "--quiet", *settings]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "a great movie"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(model), "--datasets", str(labelled_jsonl), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["custom"]["n"] == 4

@@ -101,6 +101,39 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(s == "ok" for s in report.values()) else 1
 
 
+# ---------------------------------------------------------------- train / predict
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from unigen.train_cli import add_train_arguments
+
+    p = sub.add_parser("train", help="train a task model on relabeled rows (JSONL)")
+    add_train_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from unigen.train_cli import run_train
+
+    return run_train(args, _config(args))
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from unigen.train_cli import add_predict_arguments
+
+    p = sub.add_parser("predict", help="classify texts with a trained task model (JSON lines out)")
+    add_predict_arguments(p)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from unigen.train_cli import run_predict
+
+    return run_predict(args)
+
+
 # ---------------------------------------------------------------- config
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -167,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_evaluate, _add_models, _add_config):
+    for add in (_add_run, _add_train, _add_predict, _add_evaluate, _add_models, _add_config):
         add(sub)
     return parser
 
