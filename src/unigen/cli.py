@@ -134,6 +134,28 @@ def _predict(args: argparse.Namespace) -> int:
     return run_predict(args)
 
 
+# ---------------------------------------------------------------- weight
+
+def _add_weight(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weight", help="SunGen sample weights for relabeled rows (bi-level optimisation)",
+                       description="Writes OUTPUT/weighted.jsonl (rows + weight, theta, keep = top-K), "
+                                   "history.jsonl and summary.json; a killed run resumes from OUTPUT/state.pt.")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="relabeled rows (text + probs or label)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_weight)
+
+
+def cmd_weight(args: argparse.Namespace) -> int:
+    from unigen.weight_stage import weight_file
+
+    summary = weight_file(args.data, args.output, _config(args), progress=not args.quiet)
+    print(f"weighted {summary['rows']} rows, kept {summary['selected']}; mean weight {summary['weight_mean']:.3f}; "
+          f"wrote {args.output}/weighted.jsonl")
+    return 0
+
+
 # ---------------------------------------------------------------- config
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -200,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_train, _add_predict, _add_evaluate, _add_models, _add_config):
+    for add in (_add_run, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models, _add_config):
         add(sub)
     return parser
 

@@ -121,7 +121,7 @@ class WeightConfig:
     tam: str = setting("lstm", "task model used inside the bi-level loop")
     outer_epochs: int = setting(50, "outer iterations")
     outer_lr: float = setting(5e-2, "Adam lr on theta (paper 5e-2; paper code 0.1)")
-    inner_lr: float = setting(1e-3, "inner Adam lr (2e-5 for transformers)")
+    inner_lr: float | None = setting(None, "inner Adam lr; None: 1e-3 for the LSTM, 2e-5 for transformers")
     inner_epochs: int = setting(1, "inner epochs per outer iteration")
     init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
     robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
@@ -135,6 +135,7 @@ class WeightConfig:
         _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
         _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
         _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
+        _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
 
 
 @dataclass(frozen=True)
