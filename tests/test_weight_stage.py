@@ -87,7 +87,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 def test_select_top_is_stable():
     assert select_top(np.array([0.2, 0.9, 0.2, 0.5]), 3).tolist() == [True, True, False, True]
-    assert select_top(np.array([0.2, 0.9]), None).all()
+    assert select_top(np.array([0.2, 0.9]), 5).all()
+
+
+def test_keep_count():
+    assert WeightConfig().keep_count(900) == 200  # the paper's 200k of 900k
+    assert WeightConfig(keep_fraction=None).keep_count(900) == 900
+    assert WeightConfig(keep_top=10).keep_count(900) == 10 and WeightConfig(keep_top=10).keep_count(5) == 5
 
 
 def test_cli_weight_rejects_malformed_rows(tmp_path, capsys):

@@ -128,7 +128,9 @@ class WeightConfig:
     drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
     valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
     clip: float = setting(3.0, "max-norm of the theta gradient")
-    keep_top: int | None = setting(None, "keep the top-K samples by weight (None keeps all)")
+    keep_top: int | None = setting(None, "keep the top-K samples by weight (overrides keep_fraction)")
+    keep_fraction: float | None = setting(0.2222, "keep this share of samples by weight (paper: top 200k "
+                                          "of 900k); None keeps all")
     batch_size: int = setting(32, "inner batch size")
 
     def __post_init__(self) -> None:
@@ -136,6 +138,13 @@ class WeightConfig:
         _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
         _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
         _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
+        _check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "weight.keep_fraction must be in (0, 1]")
+
+    def keep_count(self, n: int) -> int:
+        """How many of ``n`` weighted samples are kept."""
+        if self.keep_top is not None:
+            return min(n, self.keep_top)
+        return n if self.keep_fraction is None else max(1, round(n * self.keep_fraction))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Runner: :func:`weight_file` reads relabeled JSONL rows (``text`` plus ``probs`` 
 ``keep`` false are skipped), and writes into a folder
 
 * ``weighted.jsonl``: every kept input row plus ``weight`` (= sigmoid(theta)), ``theta`` and
-  ``keep`` (true for the top ``weight.keep_top`` rows by weight, all rows when it is None), so
+  ``keep`` (true for the top ``weight.keep_top`` rows, or ``weight.keep_fraction`` of them), so
   ``unigen train --data DIR/weighted.jsonl`` trains on the selection with the weights gating the bank;
 * ``history.jsonl``: per outer epoch, outer loss and weight statistics;
 * ``state.pt``: the resumable state after every outer epoch (deleted when finished);
@@ -58,13 +58,10 @@ def weight_samples(data: TrainingData, config: WeightConfig, labels: Sequence[st
                                 progress=progress, device=device)
 
 
-def select_top(weights: np.ndarray, keep_top: int | None) -> np.ndarray:
-    """Boolean mask of the ``keep_top`` highest weights (ties keep the earlier row); all when None."""
-    mask = np.ones(len(weights), dtype=bool)
-    if keep_top is not None and keep_top < len(weights):
-        order = np.argsort(-weights, kind="stable")
-        mask[:] = False
-        mask[order[:keep_top]] = True
+def select_top(weights: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the ``k`` highest weights (ties keep the earlier row)."""
+    mask = np.zeros(len(weights), dtype=bool)
+    mask[np.argsort(-weights, kind="stable")[:k]] = True
     return mask
 
 
@@ -118,7 +115,7 @@ def weight_file(data_path: str | Path, output: str | Path, cfg: UniGenConfig, *,
                             vectors=vectors, device=cfg.device, state=state,
                             on_epoch_end=save_state, progress=progress)
     weights, theta = result.weights.numpy(), result.theta.numpy()
-    selected = select_top(weights, cfg.weight.keep_top)
+    selected = select_top(weights, cfg.weight.keep_count(len(weights)))
     _write_jsonl(output / "weighted.jsonl", [
         {**row, "weight": round(float(w), 6), "theta": round(float(t), 6), "keep": bool(k)}
         for row, w, t, k in zip(rows, weights, theta, selected)])
