@@ -24,7 +24,7 @@ def test_ablations_apply_on_top():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("zerogen",), "needs --domain"), (("zerogen", "space"), "needs --domain"), (("unigen", "movie"), "universal"),
+    (("zerogen",), "needs run.domain"), (("zerogen", "space"), "needs run.domain"), (("unigen", "movie"), "universal"),
     (("bogus",), "unknown method"),
 ])
 def test_bad_presets(args, message):
@@ -35,3 +35,15 @@ def test_bad_presets(args, message):
 def test_unknown_ablation():
     with pytest.raises(ConfigError, match="unknown ablation"):
         preset_overrides("unigen", ablations=["no-thing"])
+
+
+def test_method_in_the_config_applies_its_preset_under_explicit_settings(tmp_path):
+    cfg = load_config(None, ["run.method=zerogen", "run.domain=movie"])
+    assert cfg.generate.prompt_set == "movie" and cfg.relabel.mode == "none"
+    path = tmp_path / "c.yaml"
+    path.write_text("run: {method: sungen, domain: tweet}\ntrain: {scl_weight: 0.3}\n")
+    cfg = load_config(path, ["weight.outer_epochs=2"])
+    assert cfg.train.scl_weight == 0.3 and cfg.weight.enabled and cfg.generate.prompt_set == "tweet"
+    assert cfg.weight.outer_epochs == 2
+    ablated = load_config(None, ["run.ablations=[no-scl]"])
+    assert ablated.train.scl_weight == 0

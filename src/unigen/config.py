@@ -194,6 +194,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """The whole pipeline (``unigen run``): method preset, task models, baselines."""
+
+    method: str = setting("unigen", "unigen | zerogen | sungen (a preset applied under the file and --set values)")
+    domain: str | None = setting(None, "zerogen/sungen: movie | products | restaurant | electronics | tweet")
+    ablations: tuple[str, ...] = setting((), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts")
+    tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
+    baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
+    prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
+
+    def __post_init__(self) -> None:
+        _check(len(self.tams) > 0, "run.tams needs at least one task model")
+        for b in self.baselines:
+            _one_of("run.baselines item", b, ("vader", "prompt"))
+
+
+@dataclass(frozen=True)
 class UniGenConfig:
     """The whole pipeline."""
 
@@ -207,6 +224,7 @@ class UniGenConfig:
     weight: WeightConfig = field(default_factory=WeightConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.labels) >= 2, "labels needs at least two label words")
@@ -285,8 +303,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> UniGenConfig:
-    """Load a YAML config (missing keys take defaults) and apply dotted overrides."""
+    """Load a YAML config (missing keys take defaults) and apply dotted overrides.
+
+    Precedence: defaults < the ``run.method`` preset (and its ablations) < the file < ``overrides``.
+    """
+    from unigen.presets import preset_overrides
+
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -299,7 +329,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    return from_dict(UniGenConfig, data)
+    run = from_dict(RunConfig, data.get("run") or {}, prefix="run.")
+    preset: dict[str, Any] = {}
+    for text in preset_overrides(run.method, run.domain, run.ablations):
+        key, value = parse_override(text)
+        _set_dotted(preset, key, value)
+    return from_dict(UniGenConfig, _merge(preset, data))
 
 
 def fingerprint_dict(cfg: Any) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from unigen.config import ConfigError
 DOMAINS = ("movie", "products", "restaurant", "electronics", "tweet")
 
 METHODS: dict[str, dict[str, object]] = {
-    "unigen": {"generate.prompt_set": "universal", "relabel.mode": "soft", "weight.enabled": True,
-               "train.scl_weight": 0.5},
+    "unigen": {},  # the defaults are UniGen's
     "zerogen": {"relabel.mode": "none", "weight.enabled": False, "train.scl_weight": 0.0},
     "sungen": {"relabel.mode": "none", "weight.enabled": True, "train.scl_weight": 0.0},
 }
@@ -46,10 +45,10 @@ def preset_overrides(method: str = "unigen", domain: str | None = None,
     settings = dict(METHODS[method])
     if method == "unigen":
         if domain is not None:
-            raise ConfigError("the unigen method uses the universal prompt; --domain is for zerogen and sungen")
+            raise ConfigError("the unigen method uses the universal prompt; run.domain is for zerogen and sungen")
     else:
         if domain not in DOMAINS:
-            raise ConfigError(f"method '{method}' needs --domain, one of {', '.join(DOMAINS)}")
+            raise ConfigError(f"method '{method}' needs run.domain, one of {', '.join(DOMAINS)}")
         settings["generate.prompt_set"] = domain
     for name in ablations:
         if name not in ABLATIONS:

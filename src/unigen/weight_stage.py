@@ -28,7 +28,7 @@ import torch
 
 from unigen.config import UniGenConfig, WeightConfig
 from unigen.data import DataError
-from unigen.train_data import TrainingData, read_training_rows
+from unigen.train_data import TrainingData, parse_rows, read_training_rows
 from unigen.weighting import WeightResult, WeightState, learn_sample_weights
 
 
@@ -90,14 +90,13 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def weight_file(data_path: str | Path, output: str | Path, cfg: UniGenConfig, *, progress: bool = True,
-                vectors: Any = None) -> dict[str, Any]:
-    """Weight the kept rows of ``data_path`` into ``output`` (resumes from ``output/state.pt``)."""
-    data_path, output = Path(data_path), Path(output)
-    data = read_training_rows(data_path, len(cfg.labels))  # validates, errors name file:line
-    rows = _kept_rows(data_path)
-    if len(rows) != len(data.texts):
-        raise DataError(f"{data_path}: could not align rows with their texts")
+def weight_rows(rows: list[dict[str, Any]], output: Path, cfg: UniGenConfig, *, progress: bool = True,
+                vectors: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """SunGen weights for validated training rows; resumes from ``output/state.pt``.
+
+    Returns ``(rows + weight/theta/keep, per-epoch history, summary)``; the state file is removed at the end.
+    """
+    data = parse_rows(rows, len(cfg.labels))
     output.mkdir(parents=True, exist_ok=True)
     state_path = output / "state.pt"
     state = None
@@ -116,14 +115,23 @@ def weight_file(data_path: str | Path, output: str | Path, cfg: UniGenConfig, *,
                             on_epoch_end=save_state, progress=progress)
     weights, theta = result.weights.numpy(), result.theta.numpy()
     selected = select_top(weights, cfg.weight.keep_count(len(weights)))
-    _write_jsonl(output / "weighted.jsonl", [
-        {**row, "weight": round(float(w), 6), "theta": round(float(t), 6), "keep": bool(k)}
-        for row, w, t, k in zip(rows, weights, theta, selected)])
-    _write_jsonl(output / "history.jsonl", result.history)
+    out = [{**row, "weight": round(float(w), 6), "theta": round(float(t), 6), "keep": bool(k)}
+           for row, w, t, k in zip(rows, weights, theta, selected)]
     summary = {"rows": len(rows), "selected": int(selected.sum()), "weight_mean": float(weights.mean()),
                "weight_min": float(weights.min()), "weight_max": float(weights.max()),
                "frac_above_bank_threshold": float((weights > cfg.train.bank_threshold).mean()),
                "outer_epochs": cfg.weight.outer_epochs}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     state_path.unlink(missing_ok=True)
+    return out, result.history, summary
+
+
+def weight_file(data_path: str | Path, output: str | Path, cfg: UniGenConfig, *, progress: bool = True,
+                vectors: Any = None) -> dict[str, Any]:
+    """Weight the kept rows of ``data_path`` into ``output`` (see the module docstring)."""
+    data_path, output = Path(data_path), Path(output)
+    read_training_rows(data_path, len(cfg.labels))  # validates: errors name file:line
+    out, history, summary = weight_rows(_kept_rows(data_path), output, cfg, progress=progress, vectors=vectors)
+    _write_jsonl(output / "weighted.jsonl", out)
+    _write_jsonl(output / "history.jsonl", history)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
