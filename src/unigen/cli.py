@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from unigen.config import ConfigError, UniGenConfig, load_config
 
@@ -171,45 +172,54 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- run
+# ---------------------------------------------------------------- run / status
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the main job on the embedded defaults",
-                       description="Until the synthetic-data stages land, the main job evaluates the "
-                                   "baselines: VADER on the full test sets and Prompting with the generator "
-                                   "on a fixed subsample (evaluate.limit).")
-    p.add_argument("--workdir", default="runs/default", help="where results are written")
-    p.add_argument("--prompt-limit", type=int, default=100,
-                   help="rows per set for the Prompting baseline (fixed seeded subsample)")
+    p = sub.add_parser("run", help="the whole pipeline: generate, relabel, weight, train, evaluate",
+                       description="Runs every stage into WORKDIR/<NN_stage>/<fingerprint>/; finished stages "
+                                   "are skipped, a killed run resumes, a changed setting makes new folders. "
+                                   "Ends with the seven-set table of the task models next to the baselines.")
+    p.add_argument("--workdir", default="runs/default", help="where the stages and results are written")
+    p.add_argument("--method", choices=("unigen", "zerogen", "sungen"), default=None,
+                   help="shortcut for --set run.method=...")
+    p.add_argument("--domain", default=None, help="shortcut for --set run.domain=... (zerogen, sungen)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from unigen.pipeline import run_pipeline
 
-    from unigen.evaluate import (
-        PromptClassifier,
-        VaderClassifier,
-        evaluate_classifier,
-        format_table,
-        load_eval_sets,
-        write_json,
-    )
-    from unigen.lm import LMScorer
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.insert(0, f"run.method={args.method}")
+    if args.domain:
+        overrides.insert(0, f"run.domain={args.domain}")
+    cfg = load_config(args.config, overrides)
+    run_pipeline(cfg, args.workdir, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print((Path(args.workdir) / "results.md").read_text())
+    return 0
 
-    cfg = _config(args)
-    workdir = Path(args.workdir)
-    rows = {"VADER": evaluate_classifier(VaderClassifier(), load_eval_sets(cfg.evaluate.datasets, cfg))}
-    scorer = LMScorer.from_name(cfg.generator, cfg.labels, cfg.scoring, device=cfg.device)
-    prompt = PromptClassifier(scorer, f"Prompting {cfg.generator} ({cfg.scoring.rule})")
-    sets = load_eval_sets(cfg.evaluate.datasets, cfg, args.prompt_limit)
-    rows[prompt.name] = evaluate_classifier(prompt, sets)
-    table = format_table(rows, title="Baselines")
-    print(table)
-    write_json(workdir / "results.json", rows)
-    (workdir / "results.md").write_text(table + "\n")
-    print(f"wrote {workdir / 'results.json'}")
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="list the stages of a pipeline work folder and their state")
+    p.add_argument("--workdir", default="runs/default")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from unigen.pipeline import stage_status
+
+    stages = stage_status(args.workdir)
+    if not stages:
+        print(f"no stages in {args.workdir}")
+        return 1
+    print(f"{'stage':12s} {'fingerprint':13s} {'status':9s} {'seconds':>8s}  counts")
+    for s in stages:
+        seconds = "" if s["seconds"] is None else f"{s['seconds']:.0f}"
+        counts = ", ".join(f"{k}={v}" for k, v in s["counts"].items() if not isinstance(v, (dict, list)))
+        print(f"{s['stage']:12s} {s['fingerprint']:13s} {s['status']:9s} {seconds:>8s}  {counts}")
     return 0
 
 
@@ -222,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models, _add_config):
+    for add in (_add_run, _add_status, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
+                _add_config):
         add(sub)
     return parser
 
