@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 from unigen.tam import TAMOutput, TAMSpec, TaskModel
 from unigen.tam_lstm import (
@@ -18,6 +17,8 @@ from unigen.tam_lstm import (
     glove_embedding_matrix,
     lstm_parameter_count,
 )
+
+from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 TEXTS = [r["text"] for r in sentiment_rows(12)]
 

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 import unigen.train as train_mod
 from unigen.config import TrainConfig, UniGenConfig
@@ -18,6 +17,8 @@ from unigen.memory import MemoryBank
 from unigen.train import split_indices, train_task_model
 from unigen.train_cli import add_predict_arguments, add_train_arguments, run_predict, run_train
 from unigen.train_data import TrainingData, parse_rows, read_training_rows
+
+from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 LSTM = {"tam": "lstm", "lstm_hidden": 8, "projection_dim": 16, "batch_size": 8, "lr": 2e-2}
 

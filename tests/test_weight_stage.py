@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 from unigen.cli import main
 from unigen.config import UniGenConfig, WeightConfig, load_config
 from unigen.weight_stage import select_top, weight_file
+
+from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -210,24 +210,33 @@ class TaskModel(nn.Module):
     # ------------------------------------------------------------------ prediction
 
     @torch.no_grad()
-    def predict_proba(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities: ``(N, C)`` for a list of texts, ``(C,)`` for a single string."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+    def _outputs(self, items: list[str], batch_size: int, pick: Callable[[TAMOutput], torch.Tensor],
+                 width: int) -> np.ndarray:
+        """``pick(output)`` for every text, batched, in eval mode (mode restored after)."""
         bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
         if bad is not None:
             raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
         was_training = self.training
         self.eval()
-        chunks = [np.zeros((0, len(self.labels)), dtype=np.float32)]
+        chunks = [np.zeros((0, width), dtype=np.float32)]
         try:
             for start in range(0, len(items), batch_size):
                 batch = {k: v.to(self.device) for k, v in self.encode(items[start:start + batch_size]).items()}
-                chunks.append(torch.softmax(self(**batch).logits.float(), dim=-1).cpu().numpy())
+                chunks.append(pick(self(**batch)).float().cpu().numpy())
         finally:
             self.train(was_training)
-        probs = np.concatenate(chunks)
+        return np.concatenate(chunks)
+
+    def predict_proba(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities: ``(N, C)`` for a list of texts, ``(C,)`` for a single string."""
+        single = isinstance(texts, str)
+        probs = self._outputs([texts] if single else list(texts), batch_size,
+                              lambda out: torch.softmax(out.logits.float(), dim=-1), len(self.labels))
         return probs[0] if single else probs
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """The contrastive features (projection-head output) ``(N, projection_dim)`` of the texts."""
+        return self._outputs(list(texts), batch_size, lambda out: out.features, self.spec.projection_dim)
 
     def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:
         """Label names: a list for a list of texts, one name for a single string."""
