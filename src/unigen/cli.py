@@ -157,6 +157,40 @@ def cmd_weight(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- experiment
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="run a matrix of pipeline cells (the paper's tables), resumably",
+                       description="Runs the cells of an experiment YAML (see unigen.experiment) into one work "
+                                   "folder, appends one record per cell and task model to its output JSON, and "
+                                   "renders the tables beside the paper's numbers into OUTPUT with .md.")
+    p.add_argument("experiment", help="experiment YAML, e.g. experiments/paper.yaml")
+    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
+    p.add_argument("--report-only", action="store_true", help="only re-render the tables")
+    p.add_argument("--baselines", default="results/baselines.json", help="Prompting rows for the main table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import json
+
+    from unigen.experiment import load_experiment, run_experiment
+    from unigen.report import render_report
+
+    exp = load_experiment(args.experiment)
+    if args.report_only:
+        records = json.loads(exp.output.read_text()) if exp.output.is_file() else []
+    else:
+        records = run_experiment(exp, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr),
+                                 max_cells=args.max_cells)
+    baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
+    report = render_report(records, baselines)
+    exp.output.with_suffix(".md").write_text(f"Command: `unigen experiment {args.experiment}`\n\n" + report)
+    print(report)
+    return 0
+
+
 # ---------------------------------------------------------------- config
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -232,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_status, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
+    for add in (_add_run, _add_status, _add_experiment, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
                 _add_config):
         add(sub)
     return parser

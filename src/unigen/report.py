@@ -99,3 +99,60 @@ def group_records(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[st
                tuple(r["settings"]))
         out[key].append(r)
     return out
+
+
+def _select(records: Sequence[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+
+
+def _prompting_rows(baselines: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], tuple | None]]:
+    rows = []
+    for name, res in baselines.items():
+        if name.startswith("Prompting") and "average" in res:
+            rec = {"accuracy": {s: res[s]["accuracy"] for s in SETS}, "average": res["average"]}
+            rows.append((f"{name} (n={res[SETS[0]]['n']}/set)", [rec], PAPER_PROMPTING))
+    return rows
+
+
+def render_main(records: Sequence[dict[str, Any]], baselines: dict[str, Any], tam: str) -> str:
+    slot = PAPER_SLOT.get(tam)
+    main = _select(records, group="main", tam=tam)
+    rows = _prompting_rows(baselines) if baselines else []
+    for method in ("zerogen", "sungen"):
+        for domain in ("movie", "products", "restaurant", "electronics", "tweet"):
+            rows.append((f"{method} / {domain}", _select(main, method=method, domain=domain),
+                         PAPER_MAIN.get((slot, method, domain)) if slot else None))
+    rows.append(("**UniGen**", _select(main, method="unigen"), PAPER_MAIN.get((slot, "unigen", None)) if slot else None))
+    paper_name = {"distilbert": "DistilBERT", "roberta": "RoBERTa-base"}.get(slot or "", "none published")
+    return render_rows(f"Main table, task model {tam} (paper's numbers in brackets: {paper_name}; "
+                       "Prompting rows: paper GPT2-XL)", rows)
+
+
+def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) -> str:
+    """Every table of the experiment, each cell "ours (paper)"."""
+    parts = []
+    for tam in dict.fromkeys(r["tam"] for r in _select(records, group="main")):
+        parts.append(render_main(records, baselines, tam))
+    ablation = _select(records, group="ablation")
+    if ablation:
+        reference = _select(records, group="main", method="unigen", tam="minilm-l6")
+        rows = [("UniGen", reference, PAPER_ABLATIONS[""])]
+        for name, paper in PAPER_ABLATIONS.items():
+            if name:
+                rows.append((f"w/ {name}", [r for r in ablation if r["ablations"] == [name]], paper))
+        parts.append(render_rows("Ablations, task model minilm-l6 (paper: DistilBERT)", rows))
+    generators = _select(records, group="generator")
+    if generators:
+        reference = _select(records, group="main", method="unigen", tam="minilm-l6")
+        rows = [(f"UniGen, {r[0]['generator']}", r, None)
+                for r in group_records(reference + generators).values() if r[0]["method"] == "unigen"]
+        parts.append(render_rows("Generator comparison, UniGen with minilm-l6 (paper GPT2-XL: "
+                                 f"{PAPER_GENERATORS['gpt2-xl'][-1]:.2f} avg with DistilBERT)", rows))
+    relabel = _select(records, group="zerogen-relabel")
+    if relabel:
+        rows = []
+        for mode, paper in PAPER_ZEROGEN_RELABEL.items():
+            recs = [r for r in relabel if f"relabel.mode={mode}" in r["settings"]]
+            rows.append((f"ZeroGen movie, relabel {mode}", recs, paper))
+        parts.append(render_rows("Pseudo-relabeling applied to ZeroGen (movie), minilm-l6 (paper: DistilBERT)", rows))
+    return "\n\n".join(parts) + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
