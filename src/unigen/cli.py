@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from unigen.config import ConfigError, UniGenConfig, load_config
 
@@ -101,43 +102,158 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(s == "ok" for s in report.values()) else 1
 
 
-# ---------------------------------------------------------------- run
+# ---------------------------------------------------------------- train / predict
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from unigen.train_cli import add_train_arguments
+
+    p = sub.add_parser("train", help="train a task model on relabeled rows (JSONL)")
+    add_train_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from unigen.train_cli import run_train
+
+    return run_train(args, _config(args))
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from unigen.train_cli import add_predict_arguments
+
+    p = sub.add_parser("predict", help="classify texts with a trained task model (JSON lines out)")
+    add_predict_arguments(p)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from unigen.train_cli import run_predict
+
+    return run_predict(args)
+
+
+# ---------------------------------------------------------------- weight
+
+def _add_weight(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weight", help="SunGen sample weights for relabeled rows (bi-level optimisation)",
+                       description="Writes OUTPUT/weighted.jsonl (rows + weight, theta, keep = top-K), "
+                                   "history.jsonl and summary.json; a killed run resumes from OUTPUT/state.pt.")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="relabeled rows (text + probs or label)")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_weight)
+
+
+def cmd_weight(args: argparse.Namespace) -> int:
+    from unigen.weight_stage import weight_file
+
+    summary = weight_file(args.data, args.output, _config(args), progress=not args.quiet)
+    print(f"weighted {summary['rows']} rows, kept {summary['selected']}; mean weight {summary['weight_mean']:.3f}; "
+          f"wrote {args.output}/weighted.jsonl")
+    return 0
+
+
+# ---------------------------------------------------------------- experiment
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="run a matrix of pipeline cells (the paper's tables), resumably",
+                       description="Runs the cells of an experiment YAML (see unigen.experiment) into one work "
+                                   "folder, appends one record per cell and task model to its output JSON, and "
+                                   "renders the tables beside the paper's numbers into OUTPUT with .md.")
+    p.add_argument("experiment", help="experiment YAML, e.g. experiments/paper.yaml")
+    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
+    p.add_argument("--report-only", action="store_true", help="only re-render the tables")
+    p.add_argument("--baselines", default="results/baselines.json", help="Prompting rows for the main table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import json
+
+    from unigen.experiment import load_experiment, run_experiment
+    from unigen.report import render_report
+
+    exp = load_experiment(args.experiment)
+    if args.report_only:
+        records = json.loads(exp.output.read_text()) if exp.output.is_file() else []
+    else:
+        records = run_experiment(exp, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr),
+                                 max_cells=args.max_cells)
+    baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
+    report = render_report(records, baselines)
+    exp.output.with_suffix(".md").write_text(f"Command: `unigen experiment {args.experiment}`\n\n" + report)
+    print(report)
+    return 0
+
+
+# ---------------------------------------------------------------- config
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the resolved configuration as commented YAML")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from unigen.config import dump_yaml
+
+    print(dump_yaml(_config(args)))
+    return 0
+
+
+# ---------------------------------------------------------------- run / status
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the main job on the embedded defaults",
-                       description="Until the synthetic-data stages land, the main job evaluates the "
-                                   "baselines: VADER on the full test sets and Prompting with the generator "
-                                   "on a fixed subsample (evaluate.limit).")
-    p.add_argument("--workdir", default="runs/default", help="where results are written")
+    p = sub.add_parser("run", help="the whole pipeline: generate, relabel, weight, train, evaluate",
+                       description="Runs every stage into WORKDIR/<NN_stage>/<fingerprint>/; finished stages "
+                                   "are skipped, a killed run resumes, a changed setting makes new folders. "
+                                   "Ends with the seven-set table of the task models next to the baselines.")
+    p.add_argument("--workdir", default="runs/default", help="where the stages and results are written")
+    p.add_argument("--method", choices=("unigen", "zerogen", "sungen"), default=None,
+                   help="shortcut for --set run.method=...")
+    p.add_argument("--domain", default=None, help="shortcut for --set run.domain=... (zerogen, sungen)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from unigen.pipeline import run_pipeline
 
-    from unigen.evaluate import (
-        PromptClassifier,
-        VaderClassifier,
-        evaluate_classifier,
-        format_table,
-        load_eval_sets,
-        write_json,
-    )
-    from unigen.lm import LMScorer
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.insert(0, f"run.method={args.method}")
+    if args.domain:
+        overrides.insert(0, f"run.domain={args.domain}")
+    cfg = load_config(args.config, overrides)
+    run_pipeline(cfg, args.workdir, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print((Path(args.workdir) / "results.md").read_text())
+    return 0
 
-    cfg = _config(args)
-    workdir = Path(args.workdir)
-    rows = {"VADER": evaluate_classifier(VaderClassifier(), load_eval_sets(cfg.evaluate.datasets, cfg))}
-    scorer = LMScorer.from_name(cfg.generator, cfg.labels, cfg.scoring, device=cfg.device)
-    prompt = PromptClassifier(scorer, f"Prompting {cfg.generator} ({cfg.scoring.rule})")
-    sets = load_eval_sets(cfg.evaluate.datasets, cfg, cfg.evaluate.limit)
-    rows[prompt.name] = evaluate_classifier(prompt, sets)
-    table = format_table(rows, title="Baselines")
-    print(table)
-    write_json(workdir / "results.json", rows)
-    (workdir / "results.md").write_text(table + "\n")
-    print(f"wrote {workdir / 'results.json'}")
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="list the stages of a pipeline work folder and their state")
+    p.add_argument("--workdir", default="runs/default")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from unigen.pipeline import stage_status
+
+    stages = stage_status(args.workdir)
+    if not stages:
+        print(f"no stages in {args.workdir}")
+        return 1
+    print(f"{'stage':12s} {'fingerprint':13s} {'status':9s} {'seconds':>8s}  counts")
+    for s in stages:
+        seconds = "" if s["seconds"] is None else f"{s['seconds']:.0f}"
+        counts = ", ".join(f"{k}={v}" for k, v in s["counts"].items() if not isinstance(v, (dict, list)))
+        print(f"{s['stage']:12s} {s['fingerprint']:13s} {s['status']:9s} {seconds:>8s}  {counts}")
     return 0
 
 
@@ -150,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_evaluate, _add_models):
+    for add in (_add_run, _add_status, _add_experiment, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
+                _add_config):
         add(sub)
     return parser
 

@@ -133,20 +133,30 @@ class WeightConfig:
     tam: str = setting("lstm", "task model used inside the bi-level loop")
     outer_epochs: int = setting(50, "outer iterations")
     outer_lr: float = setting(5e-2, "Adam lr on theta (paper 5e-2; paper code 0.1)")
-    inner_lr: float = setting(1e-3, "inner Adam lr (2e-5 for transformers)")
+    inner_lr: float | None = setting(None, "inner Adam lr; None: 1e-3 for the LSTM, 2e-5 for transformers")
     inner_epochs: int = setting(1, "inner epochs per outer iteration")
     init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
     robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
     drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
     valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
     clip: float = setting(3.0, "max-norm of the theta gradient")
-    keep_top: int | None = setting(None, "keep the top-K samples by weight (None keeps all)")
+    keep_top: int | None = setting(None, "keep the top-K samples by weight (overrides keep_fraction)")
+    keep_fraction: float | None = setting(0.2222, "keep this share of samples by weight (paper: top 200k "
+                                          "of 900k); None keeps all")
     batch_size: int = setting(32, "inner batch size")
 
     def __post_init__(self) -> None:
         _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
         _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
         _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
+        _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
+        _check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "weight.keep_fraction must be in (0, 1]")
+
+    def keep_count(self, n: int) -> int:
+        """How many of ``n`` weighted samples are kept."""
+        if self.keep_top is not None:
+            return min(n, self.keep_top)
+        return n if self.keep_fraction is None else max(1, round(n * self.keep_fraction))
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,8 @@ class TrainConfig:
     code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (method-spec 5.2)")
     valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
     projection_dim: int = setting(256, "projection head size")
+    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; method-spec 5.3)")
+    lstm_hidden: int = setting(256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)")
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
@@ -176,6 +188,7 @@ class TrainConfig:
         _check(self.lr is None or self.lr > 0, "train.lr must be positive")
         _check(0.0 < self.valid_fraction < 1.0, "train.valid_fraction must be in (0, 1)")
         _check(0.0 <= self.momentum < 1.0, "train.momentum must be in [0, 1)")
+        _check(self.lstm_hidden > 0 and self.projection_dim > 0, "train sizes must be positive")
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """The whole pipeline (``unigen run``): method preset, task models, baselines."""
+
+    method: str = setting("unigen", "unigen | zerogen | sungen (a preset applied under the file and --set values)")
+    domain: str | None = setting(None, "zerogen/sungen: movie | products | restaurant | electronics | tweet")
+    ablations: tuple[str, ...] = setting((), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts")
+    tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
+    baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
+    prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
+
+    def __post_init__(self) -> None:
+        _check(len(self.tams) > 0, "run.tams needs at least one task model")
+        for b in self.baselines:
+            _one_of("run.baselines item", b, ("vader", "prompt"))
+
+
+@dataclass(frozen=True)
 class UniGenConfig:
     """The whole pipeline."""
 
@@ -206,6 +236,7 @@ class UniGenConfig:
     weight: WeightConfig = field(default_factory=WeightConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.labels) >= 2, "labels needs at least two label words")
@@ -284,8 +315,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> UniGenConfig:
-    """Load a YAML config (missing keys take defaults) and apply dotted overrides."""
+    """Load a YAML config (missing keys take defaults) and apply dotted overrides.
+
+    Precedence: defaults < the ``run.method`` preset (and its ablations) < the file < ``overrides``.
+    """
+    from unigen.presets import preset_overrides
+
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -298,7 +341,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    return from_dict(UniGenConfig, data)
+    run = from_dict(RunConfig, data.get("run") or {}, prefix="run.")
+    preset: dict[str, Any] = {}
+    for text in preset_overrides(run.method, run.domain, run.ablations):
+        key, value = parse_override(text)
+        _set_dotted(preset, key, value)
+    return from_dict(UniGenConfig, _merge(preset, data))
 
 
 def fingerprint_dict(cfg: Any) -> dict[str, Any]:
@@ -317,3 +365,24 @@ def fingerprint(*parts: Any) -> str:
     payload = [fingerprint_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def dump_yaml(cfg: Any, indent: int = 0) -> str:
+    """YAML of a config with each setting's help as a trailing comment (round-trips through load)."""
+    lines: list[str] = []
+    pad = "  " * indent
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            doc = (type(value).__doc__ or "").strip().splitlines()[0]
+            lines.append(f"{pad}{f.name}:  # {doc}")
+            lines.append(dump_yaml(value, indent + 1))
+            continue
+        if isinstance(value, str) and "\n" in value:
+            text = json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+        else:
+            plain = list(value) if isinstance(value, tuple) else value
+            text = yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip()
+            text = text.removesuffix("...").strip()
+        lines.append(f"{pad}{f.name}: {text}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -113,7 +113,9 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
         from unigen.tam import TaskModel
 
         return TaskModelClassifier(TaskModel.from_pretrained(spec), spec)
-    raise ValueError(f"unknown model '{spec}': use vader, prompt:<lm name or path>, or a trained model folder")
+    from unigen.registry import ModelNotAvailable
+
+    raise ModelNotAvailable(f"unknown model '{spec}': use vader, prompt:<lm name or path>, or a trained model folder")
 
 
 # ---------------------------------------------------------------- evaluation

