@@ -135,6 +135,38 @@ def _predict(args: argparse.Namespace) -> int:
     return run_predict(args)
 
 
+# ---------------------------------------------------------------- generate / relabel
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    from unigen.synth_cli import add_generate_arguments
+
+    p = sub.add_parser("generate", help="stage 1: synthetic texts from prompts (sharded, resumable)")
+    add_generate_arguments(p)
+    _add_config_args(p)
+    p.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from unigen.synth_cli import run_generate
+
+    return run_generate(args, _config(args))
+
+
+def _add_relabel(sub: argparse._SubParsersAction) -> None:
+    from unigen.synth_cli import add_relabel_arguments
+
+    p = sub.add_parser("relabel", help="stage 2: pseudo-relabel generated texts with the generator")
+    add_relabel_arguments(p)
+    _add_config_args(p)
+    p.set_defaults(func=_relabel)
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    from unigen.synth_cli import run_relabel
+
+    return run_relabel(args, _config(args))
+
+
 # ---------------------------------------------------------------- weight
 
 def _add_weight(sub: argparse._SubParsersAction) -> None:
@@ -266,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_status, _add_experiment, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
+    for add in (_add_run, _add_status, _add_experiment, _add_generate, _add_relabel, _add_weight, _add_train, _add_predict, _add_evaluate, _add_models,
                 _add_config):
         add(sub)
     return parser
@@ -274,12 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from unigen.artifacts import StageError
     from unigen.data import DataError
+    from unigen.generate_core import GenerationError
     from unigen.registry import ModelNotAvailable
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, ModelNotAvailable) as exc:
+    except (ConfigError, DataError, ModelNotAvailable, StageError, GenerationError) as exc:
         print(f"unigen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -29,11 +29,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unigen.artifacts import derive_seed
 from unigen.prompts import Prompt
-from unigen.sampling import TextSampler
+
+if TYPE_CHECKING:  # sampling imports torch; keep this module light for the CLI
+    from unigen.sampling import TextSampler
 
 STOP_REASONS = ("quote", "newline", "none")
 MAX_ATTEMPTS_FACTOR = 20  # a shard gives up after 20 x size + 64 attempts (acceptance too low)
