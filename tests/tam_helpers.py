@@ -30,10 +30,17 @@ def make_tiny_bert(folder: Path) -> Path:
     return folder
 
 
-def fake_vectors(dim: int = 8, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """A small GloVe-like table that knows most (not all) of the test words."""
+def fake_vectors(dim: int = 8, seed: int = 0, sentiment: float = 0.0) -> tuple[list[str], np.ndarray]:
+    """A small GloVe-like table that knows most (not all) of the test words.
+
+    ``sentiment`` > 0 sets coordinate 0 to ``+sentiment`` for the positive words, ``-sentiment`` for the
+    negative ones and 0 for the rest (as real GloVe vectors carry some polarity); 0 keeps them random.
+    """
     words = POSITIVE[:-1] + NEGATIVE[:-1] + FILLER + ["unrelated", "words"]
-    return words, np.random.default_rng(seed).normal(size=(len(words), dim)).astype(np.float32)
+    table = np.random.default_rng(seed).normal(size=(len(words), dim)).astype(np.float32)
+    if sentiment:
+        table[:, 0] = [sentiment if w in POSITIVE else -sentiment if w in NEGATIVE else 0.0 for w in words]
+    return words, table
 
 
 def sentiment_rows(n: int, seed: int = 0, *, weights: bool = False) -> list[dict]:

@@ -13,6 +13,7 @@ from torch import nn
 from unigen.config import WeightConfig
 from unigen.weighting import (
     WeightState,
+    class_balance_factors,
     hypergradient,
     learn_sample_weights,
     outer_gradient,
@@ -65,6 +66,7 @@ def noisy_blobs(seed: int, n: int = 400, d: int = 5, flip: float = 0.3):
 
 # Measured with this config (seeds 0-7): clean-minus-flipped mean weight 0.613-0.654 and noise rate of
 # the top 70% 0.007-0.025 (input: 0.30); outer_lr 0.05 gives 0.35 / <= 0.03. Margins leave ~1.5x / 3x.
+# balance_classes (default on) changes little here: 0.618-0.654 / 0.007-0.025.
 @pytest.mark.parametrize("seed", [0, 1])
 def test_flipped_labels_get_lower_weights(seed):
     x, targets, flipped = noisy_blobs(seed)
@@ -206,6 +208,45 @@ def test_outer_loss_ignores_lowest_weighted_rows():
     assert loss_all == pytest.approx(float(direct.detach()), rel=1e-6)
     for gr, ref in zip(g_all, torch.autograd.grad(direct, list(model.parameters()))):
         torch.testing.assert_close(gr, ref)
+
+
+def test_class_balance_factors():
+    labels = torch.tensor([0, 0, 0, 1, 1, 0])
+    keep = torch.tensor([True, True, True, True, False, False])  # kept: three of class 0, one of class 1
+    torch.testing.assert_close(class_balance_factors(labels, keep, 2), torch.tensor([4 / 6, 2.0]))
+    balanced = torch.tensor([True, True, False, True, True, False])  # two kept rows of each class
+    assert torch.equal(class_balance_factors(labels, balanced, 2), torch.ones(2))
+    assert class_balance_factors(labels, labels == 1, 3).tolist() == [0.0, 1.0, 0.0]  # absent classes get 0
+
+
+def test_balanced_outer_loss_weights_classes_equally():
+    torch.manual_seed(0)
+    n = 20  # 18 kept rows
+    x = torch.randn(n, 3)
+    model = MLP(3, hidden=4)
+    weights = torch.linspace(0.1, 0.9, n)[torch.randperm(n)]
+    kept = weights >= weight_threshold(weights, 0.1)
+    kw = dict(robust_a=10.0, drop_lowest=0.1, batch_size=8)
+
+    labels = torch.zeros(n, dtype=torch.long)  # kept rows alternate 0/1, so they are balanced
+    labels[kept.nonzero().flatten()[1::2]] = 1
+    targets = nn.functional.one_hot(labels, 2).float()
+    g_off, loss_off = outer_gradient(model, {"x": x}, targets, weights, torch.arange(n), **kw)
+    g_on, loss_on = outer_gradient(model, {"x": x}, targets, weights, torch.arange(n), **kw, balance_classes=True)
+    assert loss_on == loss_off and all(torch.equal(a, b) for a, b in zip(g_on, g_off))
+
+    labels = (torch.arange(n) % 3 == 0).long()  # a third of the rows in class 1
+    targets = nn.functional.one_hot(labels, 2).float()
+    g, loss = outer_gradient(model, {"x": x}, targets, weights, torch.arange(n),
+                             **{**kw, "batch_size": n}, balance_classes=True)
+    rce = reverse_ce(model(x), labels, 10.0)
+    k1 = int(labels[kept].sum())
+    k0 = int(kept.sum()) - k1
+    factors = torch.where(labels == 0, (k0 + k1) / (2 * k0), (k0 + k1) / (2 * k1))
+    direct = (factors * rce)[kept].mean()
+    for gr, ref in zip(g, torch.autograd.grad(direct, list(model.parameters()))):
+        torch.testing.assert_close(gr, ref)
+    assert loss == pytest.approx(float(rce[kept].mean().detach()), rel=1e-6)  # the reported loss stays unweighted
 
 
 def test_top_k_indices_descending_and_stable():
