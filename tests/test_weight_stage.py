@@ -73,7 +73,7 @@ def test_flipped_rows_get_lower_weights_through_the_lstm(tmp_path, seed):
     rows, flipped = noisy_rows(400, seed=seed)
     write(tmp_path / "rows.jsonl", rows)
     cfg = UniGenConfig(seed=seed, device="cpu", train=TrainConfig(lstm_hidden=16), weight=WeightConfig(
-        outer_epochs=20, outer_lr=0.3, inner_lr=1e-3, batch_size=32, keep_top=280))
+        outer_epochs=20, outer_lr=0.3, inner_lr=1e-3, batch_size=32, keep_top=280, balance_classes=True))
     weight_file(tmp_path / "rows.jsonl", tmp_path / "w", cfg, progress=False, vectors=fake_vectors(sentiment=2.0))
     out = [json.loads(x) for x in (tmp_path / "w" / "weighted.jsonl").read_text().splitlines()]
     w = np.array([r["weight"] for r in out])

@@ -66,7 +66,7 @@ def noisy_blobs(seed: int, n: int = 400, d: int = 5, flip: float = 0.3):
 
 # Measured with this config (seeds 0-7): clean-minus-flipped mean weight 0.613-0.654 and noise rate of
 # the top 70% 0.007-0.025 (input: 0.30); outer_lr 0.05 gives 0.35 / <= 0.03. Margins leave ~1.5x / 3x.
-# balance_classes (default on) changes little here: 0.618-0.654 / 0.007-0.025.
+# balance_classes=True (an option) changes little here: 0.618-0.654 / 0.007-0.025.
 @pytest.mark.parametrize("seed", [0, 1])
 def test_flipped_labels_get_lower_weights(seed):
     x, targets, flipped = noisy_blobs(seed)

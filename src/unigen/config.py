@@ -138,8 +138,8 @@ class WeightConfig:
     init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
     robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
     drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
-    balance_classes: bool = setting(True, "outer loss gives every class of the kept validation rows equal "
-                                          "total weight (same as the paper when they are balanced; off: paper code)")
+    balance_classes: bool = setting(False, "improvement, off = paper: the outer loss gives every class of the "
+                                           "kept validation rows equal total weight (see unigen.weighting)")
     valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
     clip: float = setting(3.0, "max-norm of the theta gradient")
     keep_top: int | None = setting(None, "keep the top-K samples by weight (overrides keep_fraction)")

@@ -12,8 +12,8 @@ epoch ``t`` (method-spec 4.2):
    ``w_i >= kappa`` (kappa = the k-th largest weight, ``k = floor((1 - drop_lowest) N)``) of the reverse
    cross-entropy ``RCE_i = -sum_c p_ic log q_ic``, ``p = softmax(f(x_i))``,
    ``q = softmax(A onehot(argmax t_i))``. (The paper code averages over rows *and* classes, i.e. R/C;
-   Adam on theta makes that constant factor immaterial.) With ``balance_classes`` (on by default, a
-   deviation from the paper code) row j's RCE is scaled by ``K / (C' K_c)`` for its label c, where K
+   Adam on theta makes that constant factor immaterial.) With ``balance_classes`` (off by default = the
+   paper; an improvement measured below) row j's RCE is scaled by ``K / (C' K_c)`` for its label c, where K
    counts the kept validation rows, K_c those of class c and C' the classes present, so each class
    carries the same total weight; on class-balanced kept rows every factor is exactly 1, which is the
    paper's loss.
