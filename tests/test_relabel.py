@@ -86,13 +86,32 @@ def test_rule_choice_and_domain_templates():
             for k, w in enumerate(("negative", "positive")) for d in ("movie", "tweet")]
     scorer = FakeScorer(("negative", "positive"))
     choice = choose_rule(scorer, rows)
-    assert choice == {"rule": "verbalizer", "agreement": {"nll": 0.0, "verbalizer": 1.0}, "sample_size": 4}
+    assert choice == {"rule": "verbalizer", "centred": False, "offset": [0.0, 0.0],
+                      "agreement": {"nll": 0.0, "verbalizer": 1.0}, "sample_size": 4}
     assert 'The movie review in {label} sentiment is: "{text}"' in scorer.templates
     assert 'The tweet in {label} sentiment is: "{text}"' in scorer.templates
     tie = choose_rule(FakeScorer(("negative", "positive"), invert_nll=False), rows)
     assert tie["rule"] == "nll"  # ties go to the paper's rule
     with pytest.raises(ValueError, match="unknown scoring rule"):
         score_rows(scorer, rows, "logits")
+
+
+class BiasedScorer:
+    """Ranks texts correctly but calls (almost) everything positive, like the paper's rule with SmolLM2."""
+
+    def scores(self, texts, rule="nll", template=None):
+        good = np.array([1.0 if "great" in t else 0.0 for t in texts])
+        return np.stack([1.5 + 0.5 * good, 1.0 + 0.0 * good], axis=1)  # positive always wins raw
+
+
+def test_centring_removes_a_label_bias_without_real_labels():
+    rows = [{"text": w, "prompt_label": k, "domain": "universal"}
+            for k, w in ((0, "awful"), (0, "meh"), (1, "great"), (1, "great fun"))]
+    raw = choose_rule(BiasedScorer(), rows, rules=("nll",), centre=False)
+    assert raw["agreement"] == {"nll": 0.5}
+    auto = choose_rule(BiasedScorer(), rows, rules=("nll",), centre=None)
+    assert auto["centred"] and auto["agreement"] == {"nll": 0.5, "nll centred": 1.0}
+    np.testing.assert_allclose(auto["offset"], [1.75, 1.0])  # per-label means of the sample
 
 
 @pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])

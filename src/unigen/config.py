@@ -111,6 +111,9 @@ class RelabelConfig:
     scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
                                 "or nll | verbalizer")
     auto_sample: int = setting(256, "auto rule: generated texts (first shard of each stream) scored both ways")
+    centre_scores: bool | None = setting(
+        None, "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
+              "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)")
     until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
     max_generated_factor: float = setting(
         20.0, "until_kept: stop (targets unmet) after generating this many times samples_per_label per label",

@@ -20,11 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unigen.artifacts import Stage, StageError, stage_dir, stage_fingerprint
 from unigen.config import ScoringConfig, UniGenConfig, fingerprint_dict
 from unigen.generate_core import plan_streams
 from unigen.prompts import get_prompt_set
 from unigen.relabel_core import (  # noqa: F401  (re-exported)
+    RULES,
     Scorer,
     agreement,
     choose_rule,
@@ -87,24 +90,31 @@ def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | N
     """The scoring rule of this run (chosen once with ``auto``, then read from the manifest)."""
     if cfg.relabel.mode == "none":
         return {"rule": "none"}
-    if cfg.relabel.scoring_rule != "auto":
+    explicit = cfg.relabel.scoring_rule != "auto"
+    centre = cfg.relabel.centre_scores
+    if explicit and not centre:
         return {"rule": cfg.relabel.scoring_rule}
     previous = stage.manifest.get("rule_choice")
     if previous:
         return previous
     if scorer is None:
-        raise ValueError("the auto scoring rule needs a scorer")
-    choice = {**choose_rule(scorer, auto_sample(cfg, gen)), "how": "auto"}
+        raise ValueError("the auto scoring rule and score centring need a scorer")
+    rules = (cfg.relabel.scoring_rule,) if explicit else RULES
+    choice = {**choose_rule(scorer, auto_sample(cfg, gen), rules=rules, centre=centre),
+              "how": "config" if explicit else "auto"}
     stage.update(rule_choice=choice)
     return choice
 
 
-def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, rule: str,
+def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, choice: dict[str, Any],
                   cfg: UniGenConfig) -> list[dict[str, Any]]:
-    """Relabel generation shard ``index`` and write relabel shard ``index``."""
+    """Relabel generation shard ``index`` (scores centred by the choice's offset) and write relabel shard ``index``."""
     t0 = time.time()
     rows = gen.read_shard(index)
+    rule = choice["rule"]
     scores = None if rule == "none" else score_rows(scorer, rows, rule)  # type: ignore[arg-type]
+    if scores is not None and choice.get("centred"):
+        scores = scores - np.asarray(choice["offset"])
     out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
     kept = sum(r["keep"] for r in out)
     agree = sum(r["label"] == r["prompt_label"] for r in out)
@@ -133,7 +143,7 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     with progress_bar(total or 0, done_rows, f"relabel ({choice['rule']})", progress) as bar:
         kept = seen = 0
         for i in todo:
-            rows = relabel_shard(stage, gen, i, scorer, choice["rule"], cfg)
+            rows = relabel_shard(stage, gen, i, scorer, choice, cfg)
             kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
             bar.update(len(rows))
             bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)

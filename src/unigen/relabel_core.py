@@ -134,15 +134,27 @@ def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> 
     return out if out is not None else np.zeros((0, 0))
 
 
-def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Score a sample both ways and pick the rule that agrees more often with the prompt labels.
+def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]], *, rules: Sequence[str] = RULES,
+                centre: bool | None = False) -> dict[str, Any]:
+    """Score a sample with each rule and pick the variant that agrees most often with the prompt labels.
 
-    Returns ``{"rule", "agreement": {rule: share}, "sample_size"}``; ties go to ``nll`` (the paper's).
+    A variant is a rule, optionally *centred*: ``S - mean(S over the sample)`` per label, which removes a
+    label bias of the LM (the sample's prompt labels are balanced by construction, so no real labels are
+    used). ``centre=None`` tries both. Returns ``{"rule", "centred", "offset" (K,), "agreement":
+    {variant: share}, "sample_size"}``; ties go to ``nll`` (the paper's), then to the uncentred variant.
     """
     y = [r["prompt_label"] for r in rows]
-    agree = {rule: round(agreement(score_rows(scorer, rows, rule), y), 4) for rule in RULES}
-    best = max(RULES, key=lambda r: (agree[r], r == "nll"))
-    return {"rule": best, "agreement": agree, "sample_size": len(rows)}
+    candidates = []
+    for rule in rules:
+        scores = score_rows(scorer, rows, rule)
+        for centred in ((False, True) if centre is None else (centre,)):
+            offset = scores.mean(axis=0) if centred else np.zeros(scores.shape[1])
+            share = round(agreement(scores - offset, y), 4)
+            candidates.append(((share, rule == "nll", not centred), rule, centred, offset))
+    _, rule, centred, offset = max(candidates, key=lambda c: c[0])
+    return {"rule": rule, "centred": centred, "offset": [round(float(o), 6) for o in offset],
+            "agreement": {f"{r}{' centred' if c else ''}": key[0] for key, r, c, _ in candidates},
+            "sample_size": len(rows)}
 
 
 def relabel_rows(rows: Sequence[Mapping[str, Any]], scores: np.ndarray | None, n_labels: int,

@@ -113,10 +113,10 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
         choice = resolve_rule(cfg, rel, gen, lazy.scorer() if cfg.relabel.mode != "none" else None)
         for i in gen.shard_indices():
             if not rel.has_shard(i):
-                _relabel(loop, i, lazy, choice["rule"], bar)
+                _relabel(loop, i, lazy, choice, bar)
             else:
                 loop.add_kept(i, rel.read_stats(i)["kept"])
-        met = _extend(loop, lazy, seen, stems, choice["rule"], bar)
+        met = _extend(loop, lazy, seen, stems, choice, bar)
     indices = gen.shard_indices()
     counts = summarise(gen, indices, cfg.labels)
     write_generation_card(gen, cfg, counts)
@@ -129,7 +129,8 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
     return gen.path, rel.path
 
 
-def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str], rule: str, bar: Any) -> bool:
+def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str], choice: dict[str, Any],
+            bar: Any) -> bool:
     """Add shards until every stream has its kept quota; False if the budget ran out first."""
     while (sid := loop.next_stream()) is not None:
         if loop.over_budget(sid):
@@ -139,7 +140,7 @@ def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str],
             return False
         index = max(loop.stream_of, default=-1) + 1
         _generate(loop, index, sid, lazy, seen, stems)
-        _relabel(loop, index, lazy, rule, bar)
+        _relabel(loop, index, lazy, choice, bar)
     return True
 
 
@@ -151,8 +152,9 @@ def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: set[int] |
     loop.add_generated(index, stats)
 
 
-def _relabel(loop: _Loop, index: int, lazy: _Models, rule: str, bar: Any) -> None:
-    rows = relabel_shard(loop.rel, loop.gen, index, lazy.scorer() if rule != "none" else None, rule, loop.cfg)
+def _relabel(loop: _Loop, index: int, lazy: _Models, choice: dict[str, Any], bar: Any) -> None:
+    scorer = lazy.scorer() if choice["rule"] != "none" else None
+    rows = relabel_shard(loop.rel, loop.gen, index, scorer, choice, loop.cfg)
     kept = sum(r["keep"] for r in rows)
     before = sum(min(loop.kept[s], st.quota) for s, st in enumerate(loop.streams))
     loop.add_kept(index, kept)
