@@ -164,13 +164,19 @@ def test_until_kept_gives_up_with_a_warning(tmp_path):
     assert Stage.load(rel).manifest["targets_met"] is False
 
 
-def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def saved_llama(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm")
+    model, tok = tiny_llama()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys, saved_llama):
     from unigen.synth_cli import add_generate_arguments, add_relabel_arguments, run_generate, run_relabel
 
-    model, tok = tiny_llama()
-    model.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
-    cfg = cfg_for("generate.max_new_tokens=6", f"generator={tmp_path / 'lm'}", "relabel.auto_sample=8")
+    cfg = cfg_for("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.auto_sample=8")
     p = argparse.ArgumentParser()
     add_generate_arguments(p)
     assert run_generate(p.parse_args(["--workdir", str(tmp_path / "w"), "--no-progress"]), cfg) == 0
@@ -184,3 +190,14 @@ def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
     other = dataclasses.replace(cfg, labels=("bad", "good"))
     assert run_relabel(p.parse_args(["--input", str(gen), "--output", str(tmp_path / "x")]), other) == 2
     assert "labels" in capsys.readouterr().err
+
+
+def test_pipeline_reads_the_relabeled_rows(tmp_path, saved_llama):
+    from unigen.artifacts import iter_stage_rows
+    from unigen.pipeline import synthetic_data, training_rows
+
+    cfg = cfg_for("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.scoring_rule=verbalizer")
+    rel = synthetic_data(cfg, tmp_path, progress=False)
+    rows = training_rows(iter_stage_rows(rel, "relabel"), cfg.relabel.mode)
+    kept = Stage.load(rel).manifest["counts"]["kept"]
+    assert len(rows) == kept and all(len(r["probs"]) == 2 and r["label"] in (0, 1) for r in rows)

@@ -83,7 +83,8 @@ def auto_sample(cfg: UniGenConfig, gen: Stage) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None) -> dict[str, Any]:
+def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None,
+                 progress: bool = False) -> dict[str, Any]:
     """The scoring rule of this run (chosen once with ``auto``, then read from the manifest)."""
     if cfg.relabel.mode == "none":
         return {"rule": "none"}
@@ -94,17 +95,17 @@ def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | N
         return previous
     if scorer is None:
         raise ValueError("the auto scoring rule needs a scorer")
-    choice = {**choose_rule(scorer, auto_sample(cfg, gen)), "how": "auto"}
+    choice = {**choose_rule(scorer, auto_sample(cfg, gen), progress), "how": "auto"}
     stage.update(rule_choice=choice)
     return choice
 
 
 def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, rule: str,
-                  cfg: UniGenConfig) -> list[dict[str, Any]]:
+                  cfg: UniGenConfig, progress: bool = False) -> list[dict[str, Any]]:
     """Relabel generation shard ``index`` and write relabel shard ``index``."""
     t0 = time.time()
     rows = gen.read_shard(index)
-    scores = None if rule == "none" else score_rows(scorer, rows, rule)  # type: ignore[arg-type]
+    scores = None if rule == "none" else score_rows(scorer, rows, rule, progress)  # type: ignore[arg-type]
     out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
     kept = sum(r["keep"] for r in out)
     agree = sum(r["label"] == r["prompt_label"] for r in out)
@@ -127,13 +128,13 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     todo = [i for i in indices if not stage.has_shard(i)]
     if todo and cfg.relabel.mode != "none" and scorer is None:
         scorer = make_scorer(cfg, lm)
-    choice = resolve_rule(cfg, stage, gen, scorer)
+    choice = resolve_rule(cfg, stage, gen, scorer, progress)
     total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
     done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
     with progress_bar(total or 0, done_rows, f"relabel ({choice['rule']})", progress) as bar:
         kept = seen = 0
         for i in todo:
-            rows = relabel_shard(stage, gen, i, scorer, choice["rule"], cfg)
+            rows = relabel_shard(stage, gen, i, scorer, choice["rule"], cfg, progress)
             kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
             bar.update(len(rows))
             bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)

@@ -112,7 +112,7 @@ def agreement(scores: np.ndarray, prompt_labels: Sequence[int]) -> float:
 
 # ---------------------------------------------------------------- scoring rows
 
-def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> np.ndarray:
+def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, progress: bool = False) -> np.ndarray:
     """``(N, K)`` scores of generated rows under ``rule``.
 
     The ``nll`` rule fills each row's own relabel template (its prompt domain's, method-spec 3.2);
@@ -122,25 +122,25 @@ def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> 
         raise ValueError(f"unknown scoring rule {rule!r}: use one of {', '.join(RULES)}")
     texts = [r["text"] for r in rows]
     if rule == "verbalizer":
-        return np.asarray(scorer.scores(texts, rule="verbalizer"), dtype=np.float64)
+        return np.asarray(scorer.scores(texts, rule="verbalizer", progress=progress), dtype=np.float64)
     out: np.ndarray | None = None
     for domain in sorted({r["domain"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["domain"] == domain]
         part = np.asarray(scorer.scores([texts[i] for i in idx], rule="nll",
-                                        template=get_prompt(domain).relabel), dtype=np.float64)
+                                        template=get_prompt(domain).relabel, progress=progress), dtype=np.float64)
         if out is None:
             out = np.zeros((len(rows), part.shape[1]))
         out[idx] = part
     return out if out is not None else np.zeros((0, 0))
 
 
-def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]], progress: bool = False) -> dict[str, Any]:
     """Score a sample both ways and pick the rule that agrees more often with the prompt labels.
 
     Returns ``{"rule", "agreement": {rule: share}, "sample_size"}``; ties go to ``nll`` (the paper's).
     """
     y = [r["prompt_label"] for r in rows]
-    agree = {rule: round(agreement(score_rows(scorer, rows, rule), y), 4) for rule in RULES}
+    agree = {rule: round(agreement(score_rows(scorer, rows, rule, progress), y), 4) for rule in RULES}
     best = max(RULES, key=lambda r: (agree[r], r == "nll"))
     return {"rule": best, "agreement": agree, "sample_size": len(rows)}
 
