@@ -42,9 +42,16 @@ STAGE_VERSION = 1
 GEN_STAGE = "generate"
 
 
+def scoring_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The scoring settings relabeling uses (``scoring.rule`` and ``scoring.template`` belong to the
+    Prompting baseline: relabeling takes its rule from ``relabel.scoring_rule`` and its nll template
+    from the prompt set)."""
+    return {k: v for k, v in fingerprint_dict(cfg.scoring).items() if k not in ("rule", "template")}
+
+
 def relabel_settings(cfg: UniGenConfig) -> dict[str, Any]:
     return {"labels": list(cfg.labels), "generator": cfg.generator, "relabel": fingerprint_dict(cfg.relabel),
-            "scoring": fingerprint_dict(cfg.scoring)}
+            "scoring": scoring_settings(cfg)}
 
 
 def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
