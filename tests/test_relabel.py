@@ -125,6 +125,17 @@ def test_relabel_stage_end_to_end(tmp_path):
     assert relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels, fail_after=0)) == out
 
 
+def test_three_labels_end_to_end(tmp_path):
+    cfg = cfg_for("labels=[negative, neutral, positive]", "relabel.scoring_rule=verbalizer")
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    st = Stage.load(relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels)))
+    rows = list(st.iter_rows())
+    assert len(rows) == 24 and all(len(r["probs"]) == 3 for r in rows)
+    assert set(st.manifest["counts"]["kept_per_label"]) == {"negative", "neutral", "positive"}
+    assert all(r["probs"][r["prompt_label"]] > 1 / 3 + 0.2 for r in rows if r["keep"])
+    assert "### neutral" in (st.path / "datacard.md").read_text()
+
+
 def test_relabel_kill_and_resume(tmp_path):
     cfg = cfg_for("relabel.scoring_rule=nll", "relabel.mode=hard")
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
