@@ -128,6 +128,8 @@ def test_sampler_matches_a_full_forward_and_ignores_batch_size(make):
     seeds = list(range(7))
     rows = LMSampler(model, tok, settings, batch_size=3).sample(PROMPT, seeds)
     assert [r.text for r in rows] == [r.text for r in LMSampler(model, tok, settings, batch_size=7).sample(PROMPT, seeds)]
+    fixed = LMSampler(model, tok, settings, batch_size=3, refill=False).sample(PROMPT, seeds)  # no continuous batching
+    assert [r.ids for r in fixed] == [r.ids for r in rows]
     prompt_ids = tok(PROMPT)["input_ids"]
     uniforms = row_uniforms(seeds, settings.max_new_tokens)
     sampler = LMSampler(model, tok, settings)
