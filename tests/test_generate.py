@@ -12,11 +12,13 @@ from unigen.artifacts import Stage
 from unigen.config import ConfigError, load_config
 from unigen.generate import generate_stage, make_sampler
 from unigen.generate_core import (
+    KeySet,
     generate_shard,
     is_prompt_echo,
     plan_shards,
     plan_streams,
     postprocess,
+    text_key,
 )
 from unigen.prompts import PROMPT_SETS, get_prompt_set
 from unigen.sampling import LMSampler, SamplingSettings, filtered_distribution, row_uniforms, sample_tokens
@@ -82,6 +84,16 @@ def test_bad_settings_raise_clear_errors(override, match):
         load_config(None, [override])
 
 
+def test_keyset_is_a_compact_set():
+    keys = [text_key(f"text {i}") for i in range(50)] + [2 ** 64 - 1, 0]
+    ks = KeySet(keys[:30], buffer=7)  # several merges into the sorted array
+    for k in keys[30:]:
+        ks.add(k)
+    ks.add(keys[3])
+    assert len(ks) == len(set(keys)) and all(k in ks for k in keys)
+    assert text_key("not there") not in ks
+
+
 # ---------------------------------------------------------------- plan
 
 def test_plan_round_robin_and_sizes():
@@ -116,6 +128,8 @@ def test_sampler_matches_a_full_forward_and_ignores_batch_size(make):
     seeds = list(range(7))
     rows = LMSampler(model, tok, settings, batch_size=3).sample(PROMPT, seeds)
     assert [r.text for r in rows] == [r.text for r in LMSampler(model, tok, settings, batch_size=7).sample(PROMPT, seeds)]
+    fixed = LMSampler(model, tok, settings, batch_size=3, refill=False).sample(PROMPT, seeds)  # no continuous batching
+    assert [r.ids for r in fixed] == [r.ids for r in rows]
     prompt_ids = tok(PROMPT)["input_ids"]
     uniforms = row_uniforms(seeds, settings.max_new_tokens)
     sampler = LMSampler(model, tok, settings)

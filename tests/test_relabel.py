@@ -99,7 +99,7 @@ def test_rule_choice_and_domain_templates():
 class BiasedScorer:
     """Ranks texts correctly but calls (almost) everything positive, like the paper's rule with SmolLM2."""
 
-    def scores(self, texts, rule="nll", template=None):
+    def scores(self, texts, rule="nll", template=None, progress=False):
         good = np.array([1.0 if "great" in t else 0.0 for t in texts])
         return np.stack([1.5 + 0.5 * good, 1.0 + 0.0 * good], axis=1)  # positive always wins raw
 
@@ -144,6 +144,17 @@ def test_relabel_stage_end_to_end(tmp_path):
     assert relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels, fail_after=0)) == out
 
 
+def test_three_labels_end_to_end(tmp_path):
+    cfg = cfg_for("labels=[negative, neutral, positive]", "relabel.scoring_rule=verbalizer")
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    st = Stage.load(relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels)))
+    rows = list(st.iter_rows())
+    assert len(rows) == 24 and all(len(r["probs"]) == 3 for r in rows)
+    assert set(st.manifest["counts"]["kept_per_label"]) == {"negative", "neutral", "positive"}
+    assert all(r["probs"][r["prompt_label"]] > 1 / 3 + 0.2 for r in rows if r["keep"])
+    assert "### neutral" in (st.path / "datacard.md").read_text()
+
+
 def test_relabel_kill_and_resume(tmp_path):
     cfg = cfg_for("relabel.scoring_rule=nll", "relabel.mode=hard")
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
@@ -183,13 +194,19 @@ def test_until_kept_gives_up_with_a_warning(tmp_path):
     assert Stage.load(rel).manifest["targets_met"] is False
 
 
-def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def saved_llama(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm")
+    model, tok = tiny_llama()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys, saved_llama):
     from unigen.synth_cli import add_generate_arguments, add_relabel_arguments, run_generate, run_relabel
 
-    model, tok = tiny_llama()
-    model.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
-    cfg = cfg_for("generate.max_new_tokens=6", f"generator={tmp_path / 'lm'}", "relabel.auto_sample=8")
+    cfg = cfg_for("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.auto_sample=8")
     p = argparse.ArgumentParser()
     add_generate_arguments(p)
     assert run_generate(p.parse_args(["--workdir", str(tmp_path / "w"), "--no-progress"]), cfg) == 0
@@ -203,3 +220,14 @@ def test_cli_functions_with_a_tiny_model_on_disk(tmp_path, capsys):
     other = dataclasses.replace(cfg, labels=("bad", "good"))
     assert run_relabel(p.parse_args(["--input", str(gen), "--output", str(tmp_path / "x")]), other) == 2
     assert "labels" in capsys.readouterr().err
+
+
+def test_pipeline_reads_the_relabeled_rows(tmp_path, saved_llama):
+    from unigen.artifacts import iter_stage_rows
+    from unigen.pipeline import synthetic_data, training_rows
+
+    cfg = cfg_for("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.scoring_rule=verbalizer")
+    rel = synthetic_data(cfg, tmp_path, progress=False)
+    rows = training_rows(iter_stage_rows(rel, "relabel"), cfg.relabel.mode)
+    kept = Stage.load(rel).manifest["counts"]["kept"]
+    assert len(rows) == kept and all(len(r["probs"]) == 2 and r["label"] in (0, 1) for r in rows)

@@ -1,7 +1,7 @@
 """Data cards: streaming statistics of generated / relabeled rows and their markdown rendering.
 
 Everything is computed in one pass with bounded memory except the duplicate counter, which keeps an
-8-byte digest per distinct text (about 70 MB per million rows in a Python set):
+8-byte digest per distinct text (:class:`unigen.generate_core.KeySet`, ~8 MB per million rows):
 
 * length statistics in words (mean, min, 5/50/95th percentile, max) from a histogram;
 * distinct-1 / distinct-2 (unique n-grams / all n-grams, lower-cased words) on a seeded reservoir
@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unigen.generate_core import text_key
+from unigen.generate_core import KeySet, text_key
 
 
 class TextStats:
@@ -27,7 +27,7 @@ class TextStats:
     def __init__(self, max_texts: int = 20_000, seed: int = 0):
         self.n = 0
         self.lengths: Counter[int] = Counter()
-        self.keys: set[int] = set()
+        self.keys = KeySet()
         self.max_texts = max_texts
         self.sample: list[str] = []
         self._rng = random.Random(seed)

@@ -23,6 +23,7 @@ from unigen.config import UniGenConfig, fingerprint_dict
 from unigen.datacard import TextStats, md_table, pct, stats_table
 from unigen.generate_core import (  # noqa: F401  (re-exported)
     GenerationError,
+    KeySet,
     ShardSpec,
     Stream,
     generate_shard,
@@ -46,7 +47,9 @@ def generate_settings(cfg: UniGenConfig) -> dict[str, Any]:
                            "generate": fingerprint_dict(cfg.generate), "until_kept": cfg.relabel.until_kept}
     if cfg.relabel.until_kept:  # which shards exist then depends on the relabel filter
         out["relabel"] = fingerprint_dict(cfg.relabel)
-        out["scoring"] = fingerprint_dict(cfg.scoring)
+        from unigen.relabel import scoring_settings
+
+        out["scoring"] = scoring_settings(cfg)
     return out
 
 
@@ -88,11 +91,11 @@ def prompt_stems(cfg: UniGenConfig) -> list[str]:
     return [p.stem(lab) for p in get_prompt_set(cfg.generate.prompt_set) for lab in cfg.labels]
 
 
-def rebuild_seen(stage: Stage, enabled: bool) -> set[int] | None:
+def rebuild_seen(stage: Stage, enabled: bool) -> KeySet | None:
     """De-duplication keys of every finished shard (``None`` when de-duplication is off)."""
     if not enabled:
         return None
-    return {text_key(r["text"]) for r in stage.iter_rows()}
+    return KeySet(text_key(r["text"]) for r in stage.iter_rows())
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -115,7 +118,7 @@ class Acceptance:
         self.bar.set_postfix(acceptance=pct(self.accepted, self.attempts), refresh=False)
 
 
-def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: set[int] | None,
+def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
               stems: list[str], on_batch: Any = None) -> list[dict[str, Any]]:
     rows, stats = generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
                                  on_batch=on_batch, chunk=cfg.generate.batch_size)

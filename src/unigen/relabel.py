@@ -45,9 +45,16 @@ STAGE_VERSION = 1
 GEN_STAGE = "generate"
 
 
+def scoring_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The scoring settings relabeling uses (``scoring.rule`` and ``scoring.template`` belong to the
+    Prompting baseline: relabeling takes its rule from ``relabel.scoring_rule`` and its nll template
+    from the prompt set)."""
+    return {k: v for k, v in fingerprint_dict(cfg.scoring).items() if k not in ("rule", "template")}
+
+
 def relabel_settings(cfg: UniGenConfig) -> dict[str, Any]:
     return {"labels": list(cfg.labels), "generator": cfg.generator, "relabel": fingerprint_dict(cfg.relabel),
-            "scoring": fingerprint_dict(cfg.scoring)}
+            "scoring": scoring_settings(cfg)}
 
 
 def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
@@ -86,7 +93,8 @@ def auto_sample(cfg: UniGenConfig, gen: Stage) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None) -> dict[str, Any]:
+def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None,
+                 progress: bool = False) -> dict[str, Any]:
     """The scoring rule of this run (chosen once with ``auto``, then read from the manifest)."""
     if cfg.relabel.mode == "none":
         return {"rule": "none"}
@@ -100,19 +108,19 @@ def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | N
     if scorer is None:
         raise ValueError("the auto scoring rule and score centring need a scorer")
     rules = (cfg.relabel.scoring_rule,) if explicit else RULES
-    choice = {**choose_rule(scorer, auto_sample(cfg, gen), rules=rules, centre=centre),
+    choice = {**choose_rule(scorer, auto_sample(cfg, gen), rules=rules, centre=centre, progress=progress),
               "how": "config" if explicit else "auto"}
     stage.update(rule_choice=choice)
     return choice
 
 
 def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, choice: dict[str, Any],
-                  cfg: UniGenConfig) -> list[dict[str, Any]]:
+                  cfg: UniGenConfig, progress: bool = False) -> list[dict[str, Any]]:
     """Relabel generation shard ``index`` (scores centred by the choice's offset) and write relabel shard ``index``."""
     t0 = time.time()
     rows = gen.read_shard(index)
     rule = choice["rule"]
-    scores = None if rule == "none" else score_rows(scorer, rows, rule)  # type: ignore[arg-type]
+    scores = None if rule == "none" else score_rows(scorer, rows, rule, progress)  # type: ignore[arg-type]
     if scores is not None and choice.get("centred"):
         scores = scores - np.asarray(choice["offset"])
     out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
@@ -137,13 +145,13 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     todo = [i for i in indices if not stage.has_shard(i)]
     if todo and cfg.relabel.mode != "none" and scorer is None:
         scorer = make_scorer(cfg, lm)
-    choice = resolve_rule(cfg, stage, gen, scorer)
+    choice = resolve_rule(cfg, stage, gen, scorer, progress)
     total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
     done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
     with progress_bar(total or 0, done_rows, f"relabel ({choice['rule']})", progress) as bar:
         kept = seen = 0
         for i in todo:
-            rows = relabel_shard(stage, gen, i, scorer, choice, cfg)
+            rows = relabel_shard(stage, gen, i, scorer, choice, cfg, progress)
             kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
             bar.update(len(rows))
             bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)

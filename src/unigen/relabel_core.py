@@ -112,7 +112,7 @@ def agreement(scores: np.ndarray, prompt_labels: Sequence[int]) -> float:
 
 # ---------------------------------------------------------------- scoring rows
 
-def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> np.ndarray:
+def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, progress: bool = False) -> np.ndarray:
     """``(N, K)`` scores of generated rows under ``rule``.
 
     The ``nll`` rule fills each row's own relabel template (its prompt domain's, method-spec 3.2);
@@ -122,12 +122,12 @@ def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> 
         raise ValueError(f"unknown scoring rule {rule!r}: use one of {', '.join(RULES)}")
     texts = [r["text"] for r in rows]
     if rule == "verbalizer":
-        return np.asarray(scorer.scores(texts, rule="verbalizer"), dtype=np.float64)
+        return np.asarray(scorer.scores(texts, rule="verbalizer", progress=progress), dtype=np.float64)
     out: np.ndarray | None = None
     for domain in sorted({r["domain"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["domain"] == domain]
         part = np.asarray(scorer.scores([texts[i] for i in idx], rule="nll",
-                                        template=get_prompt(domain).relabel), dtype=np.float64)
+                                        template=get_prompt(domain).relabel, progress=progress), dtype=np.float64)
         if out is None:
             out = np.zeros((len(rows), part.shape[1]))
         out[idx] = part
@@ -135,7 +135,7 @@ def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str) -> 
 
 
 def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]], *, rules: Sequence[str] = RULES,
-                centre: bool | None = False) -> dict[str, Any]:
+                centre: bool | None = False, progress: bool = False) -> dict[str, Any]:
     """Score a sample with each rule and pick the variant that agrees most often with the prompt labels.
 
     A variant is a rule, optionally *centred*: ``S - mean(S over the sample)`` per label, which removes a
@@ -146,7 +146,7 @@ def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]], *, rules: Seq
     y = [r["prompt_label"] for r in rows]
     candidates = []
     for rule in rules:
-        scores = score_rows(scorer, rows, rule)
+        scores = score_rows(scorer, rows, rule, progress)
         for centred in ((False, True) if centre is None else (centre,)):
             offset = scores.mean(axis=0) if centred else np.zeros(scores.shape[1])
             share = round(agreement(scores - offset, y), 4)

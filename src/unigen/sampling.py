@@ -3,12 +3,16 @@
 :class:`LMSampler` is the generation stage's engine. For a batch of ``B`` rows of the same prompt it
 
 1. runs the prompt once at batch size 1 and keeps its KV cache (per prompt, for the whole run),
-2. copies that cache ``B`` times (no padding is ever needed: all rows share the prompt),
-3. decodes token by token with top-k / top-p / temperature sampling, and
-4. drops a row from the batch (and from the KV cache) as soon as it emits a *stop token*: a token
+2. decodes token by token with top-k / top-p / temperature sampling,
+3. drops a row from the batch (and from the KV cache) as soon as it emits a *stop token*: a token
    whose text contains a newline or a double quote, or end-of-sequence. Post-processing cuts the
-   text there anyway (method-spec 1.3), so the rest would be thrown away; the batch ends when every
-   row has stopped or ``max_new_tokens`` is reached.
+   text there anyway (method-spec 1.3), so the rest would be thrown away, and
+4. refills the freed slots at once with new rows (continuous batching): a new row gets a copy of the
+   prompt's cache, left-padded to the batch's cache length and masked, its own position ids, and its
+   first token from the prompt's cached next-token logits. So every decoding step runs ``B`` rows
+   until the seeds run out, instead of a shrinking batch that waits for its longest row.
+   (``refill=False``, or a cache layout other than ``DynamicCache``'s ``layers[i].keys/values``,
+   falls back to fixed batches that only shrink.)
 
 Sampling uses one uniform number per (row, step) drawn from the row's own seed, and inverse-CDF
 sampling from the filtered distribution, so a row's text depends on its seed and the model only:
@@ -123,8 +127,10 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 class LMSampler:
     """Reproducible per-row sampling with a shared prompt KV cache and early stopping (module doc)."""
 
-    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings, batch_size: int = 32):
+    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings, batch_size: int = 32,
+                 refill: bool = True):
         self.model = model
+        self.refill = refill
         self.tokenizer = tokenizer
         self.settings = settings
         self.batch_size = batch_size
@@ -136,6 +142,8 @@ class LMSampler:
         self.tokens_generated = 0
 
     def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+        if self.refill and _kv_layers(self._prefix_state(prompt)[0]) is not None:
+            return self._sample_stream(prompt, seeds)
         out: list[Continuation] = []
         for start in range(0, len(seeds), self.batch_size):
             out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size]))
@@ -177,9 +185,100 @@ class LMSampler:
             logits = out.logits[:, -1]
         return [self._decode(row) for row in tokens.tolist()]
 
+    @torch.inference_mode()
+    def _sample_stream(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+        """Continuous batching over all ``seeds`` (module docstring, step 4)."""
+        cache0, logits0, plen = self._prefix_state(prompt)
+        steps, dev = self.settings.max_new_tokens, self.device
+        uniforms = row_uniforms(seeds, steps).to(dev)
+        tokens = torch.full((len(seeds), steps), -1, dtype=torch.long)
+        first_ids, first_probs = filtered_distribution(logits0, self.settings)
+        st = _StreamState(dev)
+        pending = 0
+        while True:
+            while len(st.rows) < self.batch_size and pending < len(seeds):  # refill free slots
+                new = torch.arange(pending, min(len(seeds), pending + self.batch_size - len(st.rows)), device=dev)
+                pending += len(new)
+                k = len(new)
+                tok = sample_tokens(first_ids.expand(k, -1), first_probs.expand(k, -1), uniforms[new, 0])
+                tokens[new.cpu(), 0] = tok.cpu()
+                self.tokens_generated += k
+                alive = ~self.stop_mask[tok] if steps > 1 else torch.zeros_like(tok, dtype=torch.bool)
+                st.admit(new[alive], tok[alive], cache0, plen)
+            if not len(st.rows):
+                break
+            attn = torch.cat([st.mask, torch.ones_like(st.mask[:, :1])], dim=1)
+            out = self.model(input_ids=st.token[:, None], past_key_values=st.cache, attention_mask=attn,
+                             position_ids=(plen + st.step - 1)[:, None], use_cache=True)
+            st.cache, st.mask = out.past_key_values, attn
+            ids, probs = filtered_distribution(out.logits[:, -1], self.settings)
+            tok = sample_tokens(ids, probs, uniforms[st.rows, st.step])
+            tokens[st.rows.cpu(), st.step.cpu()] = tok.cpu()
+            self.tokens_generated += len(tok)
+            st.token, st.step = tok, st.step + 1
+            st.keep(~self.stop_mask[tok] & (st.step < steps))
+        return [self._decode(row) for row in tokens.tolist()]
+
     def _decode(self, row: list[int]) -> Continuation:
         ids = [t for t in row if t >= 0]
         return Continuation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), tuple(ids))
+
+
+def _kv_layers(cache: Any) -> list[Any] | None:
+    """The per-layer key/value holders of a ``DynamicCache`` (``None`` for other layouts)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(la, "keys") and hasattr(la, "values") and not getattr(la, "is_sliding", False)
+                             for la in layers):
+        return None
+    return list(layers)
+
+
+class _StreamState:
+    """The live rows of continuous batching: cache, padding mask, positions, last tokens."""
+
+    def __init__(self, device: Any):
+        self.device = device
+        self.rows = torch.empty(0, dtype=torch.long, device=device)  # index into the seeds
+        self.step = torch.empty(0, dtype=torch.long, device=device)  # tokens sampled so far
+        self.token = torch.empty(0, dtype=torch.long, device=device)  # last sampled token
+        self.mask: torch.Tensor = torch.empty(0, 0, dtype=torch.long, device=device)
+        self.cache: Any = None
+
+    def admit(self, rows: torch.Tensor, token: torch.Tensor, cache0: Any, plen: int) -> None:
+        """Add rows whose first token is sampled; their cache is the prompt's, left-padded."""
+        k = len(rows)
+        if not k:
+            return
+        if self.cache is None or not len(self.rows):
+            self.cache = copy.deepcopy(cache0)
+            self.cache.batch_repeat_interleave(k)
+            self.mask = torch.ones(k, plen, dtype=torch.long, device=self.device)
+        else:
+            width = self.mask.shape[1]
+            for layer, layer0 in zip(_kv_layers(self.cache), _kv_layers(cache0)):
+                for name in ("keys", "values"):
+                    old, new = getattr(layer, name), getattr(layer0, name)
+                    pad = new.new_zeros(k, new.shape[1], width - plen, new.shape[3])
+                    setattr(layer, name, torch.cat([old, torch.cat([pad, new.expand(k, -1, -1, -1)], dim=2)]))
+            new_mask = torch.cat([torch.zeros(k, width - plen, dtype=torch.long, device=self.device),
+                                  torch.ones(k, plen, dtype=torch.long, device=self.device)], dim=1)
+            self.mask = torch.cat([self.mask, new_mask])
+        self.rows = torch.cat([self.rows, rows])
+        self.step = torch.cat([self.step, torch.ones_like(rows)])
+        self.token = torch.cat([self.token, token])
+
+    def keep(self, alive: torch.Tensor) -> None:
+        """Drop finished rows, then the cache columns that are padding for every remaining row."""
+        if not bool(alive.all()):
+            idx = alive.nonzero()[:, 0]
+            self.cache.batch_select_indices(idx)
+            self.rows, self.step, self.token, self.mask = self.rows[idx], self.step[idx], self.token[idx], self.mask[idx]
+        if len(self.rows):
+            first = int(self.mask.any(0).nonzero()[0, 0])
+            if first:
+                self.mask = self.mask[:, first:]
+                for layer in _kv_layers(self.cache):
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
 @torch.inference_mode()

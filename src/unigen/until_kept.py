@@ -34,7 +34,7 @@ from unigen.generate import (
     summarise,
     write_generation_card,
 )
-from unigen.generate_core import Stream, generate_shard, plan_streams, shard_spec
+from unigen.generate_core import KeySet, Stream, generate_shard, plan_streams, shard_spec
 from unigen.prompts import get_prompt_set
 from unigen.relabel import (
     STAGE_DIR as REL_STAGE,
@@ -129,7 +129,7 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
     return gen.path, rel.path
 
 
-def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str], choice: dict[str, Any],
+def _extend(loop: _Loop, lazy: _Models, seen: KeySet | None, stems: list[str], choice: dict[str, Any],
             bar: Any) -> bool:
     """Add shards until every stream has its kept quota; False if the budget ran out first."""
     while (sid := loop.next_stream()) is not None:
@@ -144,7 +144,7 @@ def _extend(loop: _Loop, lazy: _Models, seen: set[int] | None, stems: list[str],
     return True
 
 
-def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: set[int] | None, stems: list[str]) -> None:
+def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: KeySet | None, stems: list[str]) -> None:
     spec = shard_spec(index, sid, loop.streams[sid], loop.cfg.labels, loop.next_size(sid), loop.cfg.seed)
     rows, stats = generate_shard(lazy.sampler(), spec, prompt_set=loop.cfg.generate.prompt_set, stems=stems,
                                  seen=seen, chunk=loop.cfg.generate.batch_size)
