@@ -212,7 +212,18 @@ def rss_child(kind: str, stage: str, per_label: int, workdir: str, threads: int)
     if stage == "relabel":
         relabel_stage(cfg, workdir, gen, progress=False, **kw)
     return {"kind": kind, "stage": stage, "rows": 2 * per_label, "seconds": round(time.time() - t0, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image (``VmHWM``; ``ru_maxrss`` would carry the parent's peak over exec)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class _UniqueFake:
@@ -239,7 +250,7 @@ def bench_memory(args) -> dict:
                 raise RuntimeError(res.stderr[-2000:])
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(f"  rss {runs[-1]}", flush=True)
-    return {"runs": runs, "note": "peak RSS (ru_maxrss) of one process per stage; 'real' = SmolLM2-135M fp32, "
+    return {"runs": runs, "note": "peak RSS (VmHWM) of one fresh process per stage; 'real' = SmolLM2-135M fp32, "
             "'fake' = the stage machinery with a fake LM, 1k vs 100k rows (rows stream shard by shard; "
             "what grows is the 8-byte-per-row de-duplication/statistics key set)"}
 
@@ -269,8 +280,15 @@ def main() -> None:
     ap.add_argument("--rss", action="store_true", help="also measure peak RSS in child processes")
     ap.add_argument("--rss-per-label", type=int, default=500)
     ap.add_argument("--out", default="results/throughput.json")
+    ap.add_argument("--rss-only", action="store_true", help="only (re)measure memory into an existing --out")
     ap.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_only:
+        out = json.loads(Path(args.out).read_text())
+        out["memory"] = bench_memory(args)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out["memory"], indent=1))
+        return
     if args.rss_child:
         kind, stage, n, workdir, threads = args.rss_child
         print(json.dumps(rss_child(kind, stage, int(n), workdir, int(threads))))
