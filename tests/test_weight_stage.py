@@ -142,8 +142,10 @@ def test_select_top_is_stable():
 
 
 def test_keep_count():
-    assert WeightConfig().keep_count(900) == 200  # the paper's 200k of 900k
-    assert WeightConfig(keep_fraction=None).keep_count(900) == 900
+    assert WeightConfig().keep_count(900_000) == 200_000  # the paper code's top 200k of 900k
+    assert WeightConfig().keep_count(900) == 900
+    assert WeightConfig(keep_top=None, keep_fraction=0.2222).keep_count(900) == 200
+    assert WeightConfig(keep_top=None).keep_count(900) == 900
     assert WeightConfig(keep_top=10).keep_count(900) == 10 and WeightConfig(keep_top=10).keep_count(5) == 5
 
 

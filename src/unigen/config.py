@@ -76,7 +76,7 @@ class GenerateConfig:
 
     prompt_set: str = setting("universal", "universal | movie | products | restaurant | electronics | "
                               "tweet | combined")
-    samples_per_label: int = setting(200, "target number of generated texts per label")
+    samples_per_label: int = setting(500, "target number of generated texts per label (the paper: 500k kept)")
     top_k: int = setting(40, "top-k sampling")
     top_p: float = setting(0.9, "nucleus sampling")
     temperature: float = setting(1.0, "sampling temperature")
@@ -145,9 +145,10 @@ class WeightConfig:
                                            "kept validation rows equal total weight (see unigen.weighting)")
     valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
     clip: float = setting(3.0, "max-norm of the theta gradient")
-    keep_top: int | None = setting(None, "keep the top-K samples by weight (overrides keep_fraction)")
-    keep_fraction: float | None = setting(0.2222, "keep this share of samples by weight (paper: top 200k "
-                                          "of 900k); None keeps all")
+    keep_top: int | None = setting(200_000, "keep the top-K samples by weight (the paper code's sungen_train_size; "
+                                   "all are kept when fewer)")
+    keep_fraction: float | None = setting(None, "keep this share of samples by weight instead (200k/900k = 0.2222 "
+                                          "is the paper's ratio at its scale)")
     batch_size: int = setting(32, "inner batch size")
 
     def __post_init__(self) -> None:

@@ -23,8 +23,12 @@ def _probs(row: dict[str, Any]) -> str:
 def _rule_lines(manifest: dict[str, Any], counts: dict[str, Any]) -> list[str]:
     choice = manifest.get("rule_choice") or {"rule": manifest.get("rule")}
     rule = choice.get("rule")
-    lines = [f"Scoring rule: **{rule}**"
+    centred = " centred" if choice.get("centred") else ""
+    lines = [f"Scoring rule: **{rule}{centred}**"
              + (" (chosen automatically)." if choice.get("how") == "auto" else " (set in the config).")]
+    if centred:
+        offsets = ", ".join(f"{o:.4f}" for o in choice["offset"])
+        lines.append(f"Scores centred: each label's mean score on the rule sample ({offsets}, in label order) is subtracted.")
     if choice.get("agreement"):
         agree = ", ".join(f"{r} {100 * a:.1f}%" for r, a in choice["agreement"].items())
         lines.append(f"Agreement of each rule's argmax with the prompt label on the {choice['sample_size']} "
