@@ -29,6 +29,17 @@ def word_tokenizer(extra_words: tuple[str, ...] = ()):
                                    unk_token="<unk>")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run faster on one thread, and tests never oversubscribe a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A saved tiny random GPT-2 with a word-level tokenizer."""

@@ -26,14 +26,6 @@ from unigen.sampling import LMSampler, SamplingSettings, filtered_distribution, 
 PROMPT = 'The text in positive sentiment is: "'
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def cfg_for(*overrides: str):
     return load_config(None, ["generate.samples_per_label=6", "generate.shard_size=4", *overrides])
 

@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from synth_fakes import FakeSampler, FakeScorer, Killed, tiny_gpt2, tiny_llama
 
 from unigen.artifacts import Stage
@@ -25,14 +24,6 @@ from unigen.relabel_core import (
     soft_labels,
 )
 from unigen.until_kept import run_until_kept
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cfg_for(*overrides: str):

@@ -15,14 +15,6 @@ from unigen.weighting import hypergradient, soft_ce
 from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def noisy_rows(n=120, flip=0.3, seed=0):
     rows = sentiment_rows(n, seed=seed)
     rng = np.random.default_rng(seed)

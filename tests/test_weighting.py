@@ -24,14 +24,6 @@ from unigen.weighting import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class MLP(nn.Module):
     def __init__(self, d: int, hidden: int = 16, dropout: float = 0.0, as_object: bool = False):
         super().__init__()

@@ -11,9 +11,10 @@ import csv
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class DataError(ValueError):
@@ -82,6 +83,19 @@ def _check_text(value: object, where: str) -> str:
     return value
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """``("path:line", value)`` for every non-empty line; invalid JSON raises :class:`DataError` there."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+
+
 def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = "label",
               label_names: Sequence[str] = ("negative", "positive")) -> tuple[list[str], list[int]]:
     """Read a ``.jsonl`` or ``.csv`` file of labelled texts; errors name the file and line."""
@@ -102,19 +116,11 @@ def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = 
                 texts.append(_check_text(row[text_field], where))
                 labels.append(_parse_label(row[label_field], where, names))
     else:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or text_field not in row or label_field not in row:
-                    raise DataError(f"{where}: expected an object with '{text_field}' and '{label_field}'")
-                texts.append(_check_text(row[text_field], where))
-                labels.append(_parse_label(row[label_field], where, names))
+        for where, row in iter_jsonl(path):
+            if not isinstance(row, dict) or text_field not in row or label_field not in row:
+                raise DataError(f"{where}: expected an object with '{text_field}' and '{label_field}'")
+            texts.append(_check_text(row[text_field], where))
+            labels.append(_parse_label(row[label_field], where, names))
     if not texts:
         raise DataError(f"{path}: no rows")
     return texts, labels

@@ -40,16 +40,3 @@ class FastLMScorer(LMScorer):
                 bar.update(len(batch) / k)
         return out.reshape(n, k)
 
-    @torch.inference_mode()
-    def _verbalizer_scores(self, texts: list[str], progress: bool) -> np.ndarray:
-        seqs = self._encode([self.config.verbalizer_template.format(text=t) for t in texts])
-        label_ids = torch.tensor(self.label_token_ids(), device=self.device)
-        out = np.zeros((len(texts), len(self.labels)))
-        with _progress(len(texts), "scoring (verbalizer)", progress) as bar:
-            for batch in self._batches(seqs):
-                ids, mask = self._pad([seqs[i] for i in batch])
-                logp = torch.log_softmax(self._last_logits(ids, mask), dim=-1)
-                out[batch] = (-logp[:, label_ids]).cpu().numpy()
-                bar.update(len(batch))
-        return out
-

@@ -150,9 +150,12 @@ class LMScorer:
         with _progress(len(texts), "scoring (verbalizer)", progress) as bar:
             for batch in self._batches(seqs):
                 ids, mask = self._pad([seqs[i] for i in batch])
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-                last = mask.sum(1) - 1
-                logp = torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)
+                logp = torch.log_softmax(self._last_logits(ids, mask), dim=-1)
                 out[batch] = (-logp[:, label_ids]).cpu().numpy()
                 bar.update(len(batch))
         return out
+
+    def _last_logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (float32) after each right-padded sequence's last real token."""
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        return logits[torch.arange(len(ids)), mask.sum(1) - 1].float()

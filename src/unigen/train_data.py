@@ -9,7 +9,6 @@ Either every kept row has a ``weight`` or none has. Errors name the file and lin
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from unigen.data import DataError
+from unigen.data import DataError, iter_jsonl
 
 __all__ = ["TrainingData", "as_training_data", "parse_rows", "read_training_rows"]
 
@@ -151,18 +150,10 @@ def read_training_rows(path: str | Path, num_labels: int) -> TrainingData:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     parsed = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            item = _parse_row(row, where, num_labels)
-            if item is not None:
-                parsed.append((where, *item))
+    for where, row in iter_jsonl(path):
+        item = _parse_row(row, where, num_labels)
+        if item is not None:
+            parsed.append((where, *item))
     return _collect(parsed, str(path))
 
 
