@@ -65,3 +65,10 @@ def test_fingerprint_ignores_output_neutral_settings():
     assert fingerprint(base) == fingerprint(ScoringConfig(batch_size=99))
     assert fingerprint(base) != fingerprint(ScoringConfig(max_text_tokens=40))
     assert fingerprint(base, "up") != fingerprint(base, "other")
+
+
+def test_default_yaml_is_what_unigen_config_prints(capsys):
+    from unigen.cli import main
+
+    assert main(["config"]) == 0
+    assert capsys.readouterr().out == (ROOT / "configs" / "default.yaml").read_text()

@@ -234,6 +234,7 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 def cmd_config(args: argparse.Namespace) -> int:
     from unigen.config import dump_yaml
 
+    print("# Embedded defaults of the UniGen pipeline (written by `unigen config`). Every key is optional.")
     print(dump_yaml(_config(args)))
     return 0
 
