@@ -21,6 +21,7 @@ from typing import Any
 
 from unigen.artifacts import (
     Stage,
+    StageError,
     atomic_write_json,
     iter_stage_rows,
     stage_dir,
@@ -81,7 +82,7 @@ def weight_stage(cfg: UniGenConfig, workdir: Path, relabel_dir: Path, *, progres
         return stage.path
     rows = training_rows(iter_stage_rows(relabel_dir, "relabel"), cfg.relabel.mode)
     if not rows:
-        raise RuntimeError(f"{relabel_dir}: the relabel filter kept no rows; generate more or relax relabel.threshold")
+        raise StageError(f"{relabel_dir}: the relabel filter kept no rows; generate more or relax relabel.threshold")
     if cfg.weight.enabled:
         rows, history, summary = weight_rows(rows, stage.path, cfg, progress=progress)
         write_jsonl_atomic(stage.path / "history.jsonl", history)

@@ -1,0 +1,42 @@
+"""The whole pipeline on tiny models: runs, skips every stage on a second run, forks on a changed setting."""
+
+import json
+
+from unigen.cli import main
+from unigen.config import load_config
+from unigen.pipeline import run_pipeline, stage_status
+
+
+def tiny_config(tiny_lm_dir, labelled_jsonl, *extra):
+    return load_config(None, [
+        f"generator={tiny_lm_dir}", "device=cpu", "generate.samples_per_label=6", "generate.shard_size=4",
+        "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=1",
+        "train.epochs=1", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
+        "run.baselines=[vader]", f"evaluate.datasets={labelled_jsonl}", *extra])
+
+
+def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
+    work = tmp_path / "work"
+    cfg = tiny_config(tiny_lm_dir, labelled_jsonl)
+    rows = run_pipeline(cfg, work, progress=False, log=lambda m: None)
+    assert list(rows) == ["UniGen lstm", "VADER"]
+    evaluation = json.loads((work / "evaluation.json").read_text())
+    assert set(evaluation) == {"custom", "average"} and evaluation["custom"]["n"] == 4
+    first = {s["path"] for s in stage_status(work)}
+    assert all(s["status"] == "complete" for s in stage_status(work)) and len(first) == 6
+
+    log = []
+    assert run_pipeline(cfg, work, progress=False, log=log.append) == rows  # everything cached
+    assert {s["path"] for s in stage_status(work)} == first
+
+    changed = tiny_config(tiny_lm_dir, labelled_jsonl, "train.epochs=2")
+    run_pipeline(changed, work, progress=False, log=lambda m: None)
+    stages = stage_status(work)
+    assert first < {s["path"] for s in stages}  # old folders kept, new ones added
+    assert [s["stage"] for s in stages].count("01_generate") == 1  # upstream stages reused
+    assert [s["stage"] for s in stages].count("04_train") == 2
+
+
+def test_status_cli(tmp_path, capsys):
+    assert main(["status", "--workdir", str(tmp_path)]) == 1
+    assert "no stages" in capsys.readouterr().out
