@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from unigen.artifacts import write_jsonl_atomic
 from unigen.config import UniGenConfig, WeightConfig
-from unigen.data import DataError
+from unigen.data import DataError, iter_jsonl
 from unigen.train_data import TrainingData, parse_rows, read_training_rows
 from unigen.weighting import WeightResult, WeightState, learn_sample_weights
 
@@ -66,27 +67,12 @@ def select_top(weights: np.ndarray, k: int) -> np.ndarray:
 
 
 def _kept_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                if row.get("keep", True):
-                    rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path) if row.get("keep", True)]
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -131,7 +117,7 @@ def weight_file(data_path: str | Path, output: str | Path, cfg: UniGenConfig, *,
     data_path, output = Path(data_path), Path(output)
     read_training_rows(data_path, len(cfg.labels))  # validates: errors name file:line
     out, history, summary = weight_rows(_kept_rows(data_path), output, cfg, progress=progress, vectors=vectors)
-    _write_jsonl(output / "weighted.jsonl", out)
-    _write_jsonl(output / "history.jsonl", history)
+    write_jsonl_atomic(output / "weighted.jsonl", out)
+    write_jsonl_atomic(output / "history.jsonl", history)
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
