@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from unigen.data import DOMAINS
+
 SETS = ("sst2", "imdb", "rotten_tomatoes", "amazon", "yelp", "cr", "tweet")
 HEADER = ("SST-2", "IMDB", "Rotten", "Amazon", "Yelp", "CR", "Tweet", "Avg")
 PAPER_SLOT = {"minilm-l6": "distilbert", "mpnet-base": "roberta"}
@@ -128,11 +130,59 @@ def render_main(records: Sequence[dict[str, Any]], baselines: dict[str, Any], ta
                        "Prompting rows: paper GPT2-XL)", rows)
 
 
+def _set_means(records: Sequence[dict[str, Any]], sets: Sequence[str]) -> tuple[float, float]:
+    """Mean and std over seeds of each record's plain mean over ``sets``, in %."""
+    per_seed = [100 * float(np.mean([r["accuracy"][s] for s in sets])) for r in records]
+    return float(np.mean(per_seed)), float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+
+
+def _paper_set_mean(row: tuple[float, ...] | None, sets: Sequence[str]) -> float | None:
+    return None if row is None else float(np.mean([row[SETS.index(s)] for s in sets]))
+
+
+def _cell(ours: float, paper: float | None, std: float = float("nan")) -> str:
+    text = f"{ours:.1f}" if np.isnan(std) else f"{ours:.1f}±{std:.1f}"
+    return text if paper is None else f"{text} ({paper:.1f})"
+
+
+def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
+    """The paper's central claim per domain baseline: its accuracy inside and outside its own domain, and
+    UniGen's on the same outside sets (plain mean over sets; UniGen as mean±std over its seeds)."""
+    slot = PAPER_SLOT.get(tam)
+    main = _select(records, group="main", tam=tam)
+    unigen = _select(main, method="unigen")
+    if not unigen:
+        return ""
+    lines = [f"### Inside vs outside the training domain, task model {tam} (paper's numbers in brackets)", "",
+             "| row | in-domain sets | baseline in-domain | baseline out-of-domain | UniGen out-of-domain | "
+             "UniGen − baseline, out-of-domain |", "|---|---|---|---|---|---|"]
+    for method in ("zerogen", "sungen"):
+        for domain in ("movie", "products", "restaurant", "electronics", "tweet"):
+            recs = _select(main, method=method, domain=domain)
+            if not recs:
+                continue
+            inside = [s for s in SETS if DOMAINS[s] == domain]
+            outside = [s for s in SETS if s not in inside]
+            base_in, base_out = _set_means(recs, inside)[0], _set_means(recs, outside)[0]
+            uni_out, uni_std = _set_means(unigen, outside)
+            paper_base = PAPER_MAIN.get((slot, method, domain)) if slot else None
+            paper_uni = PAPER_MAIN.get((slot, "unigen", None)) if slot else None
+
+            p_in, p_out = _paper_set_mean(paper_base, inside), _paper_set_mean(paper_base, outside)
+            p_uni = _paper_set_mean(paper_uni, outside)
+            p_gap = None if p_uni is None or p_out is None else p_uni - p_out
+            lines.append(f"| {method} / {domain} | {', '.join(inside)} | {_cell(base_in, p_in)} | "
+                         f"{_cell(base_out, p_out)} | {_cell(uni_out, p_uni, uni_std)} | "
+                         f"{_cell(uni_out - base_out, p_gap)} |")
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
 def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) -> str:
     """Every table of the experiment, each cell "ours (paper)"."""
     parts = []
     for tam in dict.fromkeys(r["tam"] for r in _select(records, group="main")):
         parts.append(render_main(records, baselines, tam))
+        parts.append(render_cross_domain(records, tam))
     ablation = _select(records, group="ablation")
     if ablation:
         reference = _select(records, group="main", method="unigen", tam="minilm-l6")
@@ -155,4 +205,4 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
             recs = [r for r in relabel if f"relabel.mode={mode}" in r["settings"]]
             rows.append((f"ZeroGen movie, relabel {mode}", recs, paper))
         parts.append(render_rows("Pseudo-relabeling applied to ZeroGen (movie), minilm-l6 (paper: DistilBERT)", rows))
-    return "\n\n".join(parts) + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
+    return "\n\n".join(p for p in parts if p) + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
