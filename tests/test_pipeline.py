@@ -1,6 +1,7 @@
 """The whole pipeline on tiny models: runs, skips every stage on a second run, forks on a changed setting."""
 
 import json
+import os
 
 from unigen.cli import main
 from unigen.config import load_config
@@ -40,3 +41,10 @@ def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
 def test_status_cli(tmp_path, capsys):
     assert main(["status", "--workdir", str(tmp_path)]) == 1
     assert "no stages" in capsys.readouterr().out
+
+
+def test_quiet_silences_library_progress_bars(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    missing = tmp_path / "missing.yaml"
+    assert main(["experiment", str(missing), "--quiet"]) == 2  # fails cleanly, after reading --quiet
+    assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1"

@@ -6,6 +6,7 @@ Heavy libraries load inside the command functions, so ``unigen --help`` answers 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):  # the libraries' own bars too (transformers' "Loading weights")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from unigen.artifacts import StageError
     from unigen.data import DataError
     from unigen.generate_core import GenerationError
