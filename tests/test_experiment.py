@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from unigen.cli import main
 from unigen.config import ConfigError
-from unigen.experiment import load_experiment, run_experiment
+from unigen.experiment import CellsFailed, load_experiment, run_experiment
 from unigen.report import SETS, render_report
 
 SPEC = """
@@ -15,6 +16,7 @@ cells:
   - {{group: main, method: zerogen, domains: all, tams: [minilm-l6]}}
   - {{group: ablation, method: unigen, ablations: [no-scl], tams: [minilm-l6]}}
   - {{group: zerogen-relabel, method: zerogen, domains: [movie], set: [relabel.mode=soft], tams: [minilm-l6]}}
+  - {{group: data-size, label: until kept, method: unigen, set: [relabel.until_kept=true], tams: [lstm]}}
 """
 
 
@@ -33,7 +35,7 @@ def fake_metrics(acc):
 
 def test_cells_expand_over_domains_and_seeds(exp_file):
     exp = load_experiment(exp_file)
-    assert len(exp.cells) == 2 + 5 + 1 + 1
+    assert len(exp.cells) == 2 + 5 + 1 + 1 + 1
     assert [c.seed for c in exp.cells[:2]] == [1, 2]
     assert {c.domain for c in exp.cells if c.method == "zerogen"} == {"movie", "products", "restaurant",
                                                                       "electronics", "tweet"}
@@ -54,6 +56,9 @@ def test_records_are_resumable_and_rendered(exp_file, monkeypatch):
 
     def fake_run(cfg, workdir, **kwargs):
         calls.append((cfg.run.method, cfg.run.domain, cfg.seed, cfg.run.tams, cfg.relabel.mode))
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "run.json").write_text(json.dumps({"stages": {f"model {t}": f"{workdir}/04_train/{t}/model"
+                                                                 for t in cfg.run.tams}}))
         return {f"row {t}": fake_metrics(0.5 + 0.1 * i) for i, t in enumerate(cfg.run.tams)}
 
     monkeypatch.setattr("unigen.pipeline.run_pipeline", fake_run)
@@ -61,15 +66,17 @@ def test_records_are_resumable_and_rendered(exp_file, monkeypatch):
     records = run_experiment(exp, log=lambda m: None, max_cells=3)
     assert len(calls) == 3 and len(records) == 2 + 2 + 1
     records = run_experiment(exp, log=lambda m: None)
-    assert len(calls) == 9 and len(json.loads(exp.output.read_text())) == len(records) == 4 + 5 + 1 + 1
+    assert len(calls) == 10 and len(json.loads(exp.output.read_text())) == len(records) == 4 + 5 + 1 + 1 + 1
     assert ("zerogen", "movie", 42, ("minilm-l6",), "soft") in calls
-    assert run_experiment(exp, log=lambda m: None) == records and len(calls) == 9  # nothing left to do
+    assert run_experiment(exp, log=lambda m: None) == records and len(calls) == 10  # nothing left to do
+    assert records[0]["model"].endswith("04_train/lstm/model") and records[0]["train_rows"] is None
 
     report = render_report(records, {})
     assert "| **UniGen** | 2 | 60.0±0.0 (77.7)" in report  # minilm-l6 vs the paper's DistilBERT
     assert "| zerogen / tweet | 1 | 50.0 (74.0)" in report
     assert "w/ no-scl | 1 | 50.0 (75.5)" in report
     assert "ZeroGen movie, relabel soft | 1 | 50.0 (81.8)" in report
+    assert "### Extra: data-size" in report and "| until kept (lstm) | 1 | 50.0 |" in report
 
 
 def test_cross_domain_summary_splits_sets_by_training_domain():
@@ -87,3 +94,25 @@ def test_cross_domain_summary_splits_sets_by_training_domain():
     # in-domain 100 vs the paper's (80.06+69.13+74.73)/3; out-of-domain 50 vs 73.6; UniGen 75±7.1; gap 25
     assert row == ("| zerogen / movie | sst2, imdb, rotten_tomatoes | 100.0 (74.6) | 50.0 (73.6) | 75.0±7.1 (77.8) "
                    "| 25.0 (4.2) |")
+
+
+def test_a_failing_cell_is_reported_after_the_others_ran(exp_file, monkeypatch):
+    ran = []
+
+    def fake_run(cfg, workdir, **kwargs):
+        if cfg.run.domain == "products":
+            raise RuntimeError("disk full")
+        ran.append(cfg.run.domain)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "run.json").write_text(json.dumps({"stages": {f"model {t}": "m" for t in cfg.run.tams}}))
+        return {f"row {t}": fake_metrics(0.5) for t in cfg.run.tams}
+
+    monkeypatch.setattr("unigen.pipeline.run_pipeline", fake_run)
+    exp = load_experiment(exp_file)
+    with pytest.raises(CellsFailed, match=r"1 cell\(s\) failed: cell 4 \(ZeroGen \(products\).*disk full") as err:
+        run_experiment(exp, log=lambda m: None)
+    assert len(ran) == len(exp.cells) - 1 and "tweet" in ran  # cells after the failure still ran
+    assert len(json.loads(exp.output.read_text())) == len(err.value.records) == 4 + 4 + 1 + 1 + 1
+    # the CLI renders the tables of what did run and exits 1
+    assert main(["experiment", str(exp_file), "--quiet", "--baselines", "none.json"]) == 1
+    assert exp.output.with_suffix(".md").is_file()

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 from unigen.cli import main
 from unigen.config import load_config
@@ -25,6 +26,9 @@ def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
     assert set(evaluation) == {"custom", "average"} and evaluation["custom"]["n"] == 4
     first = {s["path"] for s in stage_status(work)}
     assert all(s["status"] == "complete" for s in stage_status(work)) and len(first) == 6
+    model = json.loads((work / "run.json").read_text())["stages"]["model lstm"]  # where the product lies
+    assert (work / "04_train").is_dir() and model.startswith(str(work / "04_train")) and model.endswith("/model")
+    assert (Path(model) / "unigen_tam.json").is_file()
 
     log = []
     assert run_pipeline(cfg, work, progress=False, log=log.append) == rows  # everything cached

@@ -208,19 +208,26 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     import json
 
-    from unigen.experiment import load_experiment, run_experiment
+    from unigen.experiment import CellsFailed, load_experiment, run_experiment
     from unigen.report import render_report
 
     exp = load_experiment(args.experiment)
+    failed = None
     if args.report_only:
         records = json.loads(exp.output.read_text()) if exp.output.is_file() else []
     else:
-        records = run_experiment(exp, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr),
-                                 max_cells=args.max_cells)
+        try:
+            records = run_experiment(exp, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr),
+                                     max_cells=args.max_cells)
+        except CellsFailed as exc:
+            records, failed = exc.records, exc
     baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
     report = render_report(records, baselines)
     exp.output.with_suffix(".md").write_text(f"Command: `unigen experiment {args.experiment}`\n\n" + report)
     print(report)
+    if failed is not None:
+        print(f"unigen: error: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

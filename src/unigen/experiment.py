@@ -104,15 +104,30 @@ def record_key(rec: dict[str, Any]) -> str:
                        rec["generator"], rec["seed"], rec["settings"]])
 
 
+class CellsFailed(RuntimeError):
+    """Some cells raised; every other cell ran and its records were written."""
+
+    def __init__(self, failures: list[str], records: list[dict[str, Any]]):
+        super().__init__(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
+        self.records = records
+
+
 def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str], None] = print,
                    max_cells: int | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished cell in order; returns all records (also written to ``exp.output``)."""
+    """Run every unfinished cell in order; returns all records (also written to ``exp.output``).
+
+    A cell that raises is logged and skipped so the rest of a long matrix still runs; the failures are
+    raised together at the end as :class:`CellsFailed` (a rerun retries them: their stages resume).
+    """
+    import traceback
+
     from unigen.evaluate import write_json
     from unigen.pipeline import method_label, run_pipeline
 
     records: list[dict[str, Any]] = json.loads(exp.output.read_text()) if exp.output.is_file() else []
     done = {record_key(r) for r in records}
     ran = 0
+    failures: list[str] = []
     for n, cell in enumerate(exp.cells, 1):
         cfg = load_config(None, cell.overrides(exp.base))
         todo = [t for t in cell.tams if record_key(_record(cell, cfg, t, {})) not in done]
@@ -124,14 +139,29 @@ def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str
         log(f"=== cell {n}/{len(exp.cells)}: {method_label(cfg)} seed {cfg.seed} tams {', '.join(todo)}")
         tic = time.perf_counter()
         cfg = load_config(None, [*cell.overrides(exp.base), f"run.tams=[{', '.join(todo)}]"])
-        rows = run_pipeline(cfg, exp.workdir, progress=progress, log=log)
+        try:
+            rows = run_pipeline(cfg, exp.workdir, progress=progress, log=log)
+        except Exception as exc:  # one broken cell must not stop the matrix
+            log(traceback.format_exc())
+            failures.append(f"cell {n} ({method_label(cfg)} seed {cfg.seed}): {type(exc).__name__}: {exc}")
+            continue
+        stages = json.loads((exp.workdir / "run.json").read_text())["stages"]
         for tam, metrics in zip(todo, rows.values()):
             rec = _record(cell, cfg, tam, metrics)
             rec["seconds"] = round(time.perf_counter() - tic, 1)
+            rec["model"] = stages[f"model {tam}"]
+            rec["train_rows"] = _train_rows(Path(rec["model"]).parent)
             records.append(rec)
             done.add(record_key(rec))
         write_json(exp.output, records)
+    if failures:
+        raise CellsFailed(failures, records)
     return records
+
+
+def _train_rows(train_dir: Path) -> int | None:
+    manifest = train_dir / "manifest.json"
+    return json.loads(manifest.read_text()).get("counts", {}).get("rows") if manifest.is_file() else None
 
 
 def _record(cell: Cell, cfg: Any, tam: str, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -166,9 +166,11 @@ def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = Tru
     relabeled = timed("generate+relabel", synthetic_data, cfg, workdir, progress)
     weighted = timed("weight", weight_stage, cfg, workdir, relabeled, progress=progress)
     rows: dict[str, dict[str, Any]] = {}
+    stages = {"relabel": str(relabeled), "weight": str(weighted)}
     method = method_label(cfg)
     for tam in cfg.run.tams:
         trained = timed(f"train {tam}", train_stage, cfg, workdir, weighted, tam, progress=progress)
+        stages[f"model {tam}"] = str(trained / "model")
         identity = {"train": Stage.load(trained, "train").fingerprint}
         rows[f"{method} {tam}"] = timed(f"evaluate {tam}", evaluate_stage, cfg, workdir, tam,
                                         str(trained / "model"), identity, cfg.evaluate.limit)
@@ -182,11 +184,12 @@ def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = Tru
             rows[f"Prompting {cfg.generator} ({cfg.scoring.rule})"] = timed(
                 "evaluate prompting", evaluate_stage, cfg, workdir, "prompt", f"prompt:{cfg.generator}",
                 identity, cfg.run.prompt_limit)
-    _write_results(workdir, rows, timings, time.perf_counter() - start)
+    _write_results(workdir, rows, timings, time.perf_counter() - start, stages)
     return rows
 
 
-def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict[str, float], seconds: float) -> None:
+def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict[str, float], seconds: float,
+                   stages: dict[str, str]) -> None:
     from unigen.evaluate import format_table, public_json
 
     first_tam = next(iter(rows))
@@ -196,7 +199,7 @@ def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict
     (workdir / "results.md").write_text(table + f"\n\nWall time of this invocation: {seconds:.0f} s; stages: "
                                         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n")
     atomic_write_json(workdir / "run.json", {"timings": timings, "seconds": round(seconds, 1),
-                                             "rows": list(rows), "evaluation": first_tam})
+                                             "rows": list(rows), "evaluation": first_tam, "stages": stages})
 
 
 def stage_status(workdir: str | Path) -> list[dict[str, Any]]:

@@ -177,6 +177,14 @@ def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
     return "\n".join(lines) if len(lines) > 4 else ""
 
 
+def _row_name(rec: dict[str, Any]) -> str:
+    """A cell's label, or what tells it apart: method, domain, ablations, generator, settings, task model."""
+    if rec["label"]:
+        return f"{rec['label']} ({rec['tam']})"
+    parts = [rec["method"], rec["domain"], *rec["ablations"], rec["generator"], *rec["settings"], rec["tam"]]
+    return ", ".join(str(p) for p in parts if p)
+
+
 def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) -> str:
     """Every table of the experiment, each cell "ours (paper)"."""
     parts = []
@@ -205,4 +213,8 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
             recs = [r for r in relabel if f"relabel.mode={mode}" in r["settings"]]
             rows.append((f"ZeroGen movie, relabel {mode}", recs, paper))
         parts.append(render_rows("Pseudo-relabeling applied to ZeroGen (movie), minilm-l6 (paper: DistilBERT)", rows))
+    known = {"main", "ablation", "generator", "zerogen-relabel"}
+    for group in dict.fromkeys(r["group"] for r in records if r["group"] not in known):
+        rows = [(_row_name(recs[0]), recs, None) for recs in group_records(_select(records, group=group)).values()]
+        parts.append(render_rows(f"Extra: {group}", rows))
     return "\n\n".join(p for p in parts if p) + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
