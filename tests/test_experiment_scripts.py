@@ -1,0 +1,44 @@
+"""The analysis scripts under experiments/ on small fake stage folders."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vader_agreement_counts_only_decided_texts():
+    la = load_script("label_agreement")
+    texts = ["I love it, wonderful!", "Terrible, awful, I hate it.", "The box is blue."]
+    assert la.agreement(texts, [1, 0, 1]) == (2 / 3, 1.0)
+    assert la.agreement(texts, [0, 1, 0]) == (2 / 3, 0.0)
+
+
+def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
+    la = load_script("label_agreement")
+    gen = tmp_path / "01_generate" / "aaa"
+    rel = tmp_path / "02_relabel" / "bbb"
+    rows = [{"text": "I love it, wonderful!", "prompt_label": 1}, {"text": "Great, great, great.", "prompt_label": 0}]
+    kept = [{**rows[0], "label": 1, "keep": True}, {**rows[1], "label": 1, "keep": False}]
+    for stage, data, manifest in (
+            (gen, rows, {"stage": "generate", "status": "complete", "seed": 3, "upstream": {},
+                         "config": {"generator": "g", "generate": {"prompt_set": "universal"}}}),
+            (rel, kept, {"stage": "relabel", "status": "complete", "seed": 3, "upstream": {"generate": "aaa"},
+                         "config": {"relabel": {"mode": "soft"}}})):
+        (stage / "shards").mkdir(parents=True)
+        (stage / "shards" / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+        (stage / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "table.md"
+    monkeypatch.setattr(sys, "argv", ["label_agreement", "--workdir", str(tmp_path), "--out", str(out)])
+    la.main()
+    table = out.read_text()
+    assert "| generate `aaa` | g | universal | 3 | - | 2 | 100% | 50.0% |" in table  # one of two prompt labels wrong
+    assert "| relabel `bbb` | g | universal | 3 | soft | 1 | 100% | 100.0% |" in table  # the wrong one dropped
