@@ -76,6 +76,9 @@ def test_records_are_resumable_and_rendered(exp_file, monkeypatch):
     assert "| zerogen / tweet | 1 | 50.0 (74.0)" in report
     assert "w/ no-scl | 1 | 50.0 (75.5)" in report
     assert "ZeroGen movie, relabel soft | 1 | 50.0 (81.8)" in report
+    summary = report.split("### Main table")[0]  # the averages first, one line per row, seeds counted
+    assert "| **UniGen** | - | 50.0±0.0 (2 seeds) | 60.0±0.0 (2 seeds) | 75.7 | 81.5 |" in summary
+    assert "| zerogen / tweet | - | - | 50.0 | 72.8 | 76.2 |" in summary
     assert "### Extra: data-size" in report and "| until kept (lstm) | 1 | 50.0 |" in report
 
 

@@ -185,9 +185,39 @@ def _row_name(rec: dict[str, Any]) -> str:
     return ", ".join(str(p) for p in parts if p)
 
 
+def render_summary(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) -> str:
+    """One line per main-table row: the seven-set average per task model (mean±std over seeds) and the paper's
+    DistilBERT and RoBERTa averages."""
+    main = _select(records, group="main")
+    tams = list(dict.fromkeys(r["tam"] for r in main))
+    if not tams:
+        return ""
+    lines = ["### Seven-set average accuracy per task model (main table)", "",
+             "| row | prompted LM | " + " | ".join(tams) + " | paper DistilBERT | paper RoBERTa |",
+             "|---|---|" + "---|" * (len(tams) + 2)]
+    for name, rec, _ in _prompting_rows(baselines):
+        lines.append(f"| {name} | {100 * rec[0]['average']:.1f} | " + " | ".join("-" for _ in tams)
+                     + f" | {PAPER_PROMPTING[-1]:.1f} (GPT2-XL) | {PAPER_PROMPTING[-1]:.1f} (GPT2-XL) |")
+    keys = [(m, d) for m in ("zerogen", "sungen") for d in ("movie", "products", "restaurant", "electronics", "tweet")]
+    for method, domain in [*keys, ("unigen", None)]:
+        cells = []
+        for tam in tams:
+            recs = _select(main, method=method, domain=domain, tam=tam)
+            if recs:
+                mean, std, n = aggregate(recs)
+                cells.append(_cell(mean[-1], None, std[-1]) + ("" if n == 1 else f" ({n} seeds)"))
+            else:
+                cells.append("-")
+        paper = [PAPER_MAIN.get((slot, method, domain)) for slot in ("distilbert", "roberta")]
+        name = "**UniGen**" if method == "unigen" else f"{method} / {domain}"
+        lines.append(f"| {name} | - | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{p[-1]:.1f}" if p else "-" for p in paper) + " |")
+    return "\n".join(lines)
+
+
 def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) -> str:
     """Every table of the experiment, each cell "ours (paper)"."""
-    parts = []
+    parts = [render_summary(records, baselines)]
     for tam in dict.fromkeys(r["tam"] for r in _select(records, group="main")):
         parts.append(render_main(records, baselines, tam))
         parts.append(render_cross_domain(records, tam))
