@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from unigen.data import DOMAINS
+from unigen.data import DOMAINS as SET_DOMAIN
+from unigen.presets import DOMAINS
 
 SETS = ("sst2", "imdb", "rotten_tomatoes", "amazon", "yelp", "cr", "tweet")
 HEADER = ("SST-2", "IMDB", "Rotten", "Amazon", "Yelp", "CR", "Tweet", "Avg")
 PAPER_SLOT = {"minilm-l6": "distilbert", "mpnet-base": "roberta"}
+BASELINES = [(method, domain) for method in ("zerogen", "sungen") for domain in DOMAINS]  # the main table's order
 
 
 def _row(*values: float) -> tuple[float, ...]:
@@ -72,14 +74,14 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray
     return values.mean(axis=0), std, len(values)
 
 
+def _cell(ours: float, paper: float | None, std: float = float("nan")) -> str:
+    """"ours", "ours±std" when std is known, then " (paper)" when the paper has a number."""
+    text = f"{ours:.1f}" if np.isnan(std) else f"{ours:.1f}±{std:.1f}"
+    return text if paper is None else f"{text} ({paper:.1f})"
+
+
 def _cells(mean: np.ndarray, std: np.ndarray, paper: tuple[float, ...] | None) -> list[str]:
-    out = []
-    for i, m in enumerate(mean):
-        text = f"{m:.1f}" if np.isnan(std[i]) else f"{m:.1f}±{std[i]:.1f}"
-        if paper is not None:
-            text += f" ({paper[i]:.1f})"
-        out.append(text)
-    return out
+    return [_cell(m, None if paper is None else paper[i], std[i]) for i, m in enumerate(mean)]
 
 
 def render_rows(title: str, rows: Sequence[tuple[str, Sequence[dict[str, Any]], tuple[float, ...] | None]]) -> str:
@@ -120,10 +122,9 @@ def render_main(records: Sequence[dict[str, Any]], baselines: dict[str, Any], ta
     slot = PAPER_SLOT.get(tam)
     main = _select(records, group="main", tam=tam)
     rows = _prompting_rows(baselines) if baselines else []
-    for method in ("zerogen", "sungen"):
-        for domain in ("movie", "products", "restaurant", "electronics", "tweet"):
-            rows.append((f"{method} / {domain}", _select(main, method=method, domain=domain),
-                         PAPER_MAIN.get((slot, method, domain)) if slot else None))
+    for method, domain in BASELINES:
+        rows.append((f"{method} / {domain}", _select(main, method=method, domain=domain),
+                     PAPER_MAIN.get((slot, method, domain)) if slot else None))
     rows.append(("**UniGen**", _select(main, method="unigen"), PAPER_MAIN.get((slot, "unigen", None)) if slot else None))
     paper_name = {"distilbert": "DistilBERT", "roberta": "RoBERTa-base"}.get(slot or "", "none published")
     return render_rows(f"Main table, task model {tam} (paper's numbers in brackets: {paper_name}; "
@@ -140,11 +141,6 @@ def _paper_set_mean(row: tuple[float, ...] | None, sets: Sequence[str]) -> float
     return None if row is None else float(np.mean([row[SETS.index(s)] for s in sets]))
 
 
-def _cell(ours: float, paper: float | None, std: float = float("nan")) -> str:
-    text = f"{ours:.1f}" if np.isnan(std) else f"{ours:.1f}±{std:.1f}"
-    return text if paper is None else f"{text} ({paper:.1f})"
-
-
 def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
     """The paper's central claim per domain baseline: its accuracy inside and outside its own domain, and
     UniGen's on the same outside sets (plain mean over sets; UniGen as mean±std over its seeds)."""
@@ -156,24 +152,22 @@ def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
     lines = [f"### Inside vs outside the training domain, task model {tam} (paper's numbers in brackets)", "",
              "| row | in-domain sets | baseline in-domain | baseline out-of-domain | UniGen out-of-domain | "
              "UniGen − baseline, out-of-domain |", "|---|---|---|---|---|---|"]
-    for method in ("zerogen", "sungen"):
-        for domain in ("movie", "products", "restaurant", "electronics", "tweet"):
-            recs = _select(main, method=method, domain=domain)
-            if not recs:
-                continue
-            inside = [s for s in SETS if DOMAINS[s] == domain]
-            outside = [s for s in SETS if s not in inside]
-            base_in, base_out = _set_means(recs, inside)[0], _set_means(recs, outside)[0]
-            uni_out, uni_std = _set_means(unigen, outside)
-            paper_base = PAPER_MAIN.get((slot, method, domain)) if slot else None
-            paper_uni = PAPER_MAIN.get((slot, "unigen", None)) if slot else None
-
-            p_in, p_out = _paper_set_mean(paper_base, inside), _paper_set_mean(paper_base, outside)
-            p_uni = _paper_set_mean(paper_uni, outside)
-            p_gap = None if p_uni is None or p_out is None else p_uni - p_out
-            lines.append(f"| {method} / {domain} | {', '.join(inside)} | {_cell(base_in, p_in)} | "
-                         f"{_cell(base_out, p_out)} | {_cell(uni_out, p_uni, uni_std)} | "
-                         f"{_cell(uni_out - base_out, p_gap)} |")
+    paper_uni = PAPER_MAIN.get((slot, "unigen", None)) if slot else None
+    for method, domain in BASELINES:
+        recs = _select(main, method=method, domain=domain)
+        if not recs:
+            continue
+        inside = [s for s in SETS if SET_DOMAIN[s] == domain]
+        outside = [s for s in SETS if s not in inside]
+        base_in, base_out = _set_means(recs, inside)[0], _set_means(recs, outside)[0]
+        uni_out, uni_std = _set_means(unigen, outside)
+        paper_base = PAPER_MAIN.get((slot, method, domain)) if slot else None
+        p_in, p_out = _paper_set_mean(paper_base, inside), _paper_set_mean(paper_base, outside)
+        p_uni = _paper_set_mean(paper_uni, outside)
+        p_gap = None if p_uni is None or p_out is None else p_uni - p_out
+        lines.append(f"| {method} / {domain} | {', '.join(inside)} | {_cell(base_in, p_in)} | "
+                     f"{_cell(base_out, p_out)} | {_cell(uni_out, p_uni, uni_std)} | "
+                     f"{_cell(uni_out - base_out, p_gap)} |")
     return "\n".join(lines) if len(lines) > 4 else ""
 
 
@@ -198,8 +192,7 @@ def render_summary(records: Sequence[dict[str, Any]], baselines: dict[str, Any])
     for name, rec, _ in _prompting_rows(baselines):
         lines.append(f"| {name} | {100 * rec[0]['average']:.1f} | " + " | ".join("-" for _ in tams)
                      + f" | {PAPER_PROMPTING[-1]:.1f} (GPT2-XL) | {PAPER_PROMPTING[-1]:.1f} (GPT2-XL) |")
-    keys = [(m, d) for m in ("zerogen", "sungen") for d in ("movie", "products", "restaurant", "electronics", "tweet")]
-    for method, domain in [*keys, ("unigen", None)]:
+    for method, domain in [*BASELINES, ("unigen", None)]:
         cells = []
         for tam in tams:
             recs = _select(main, method=method, domain=domain, tam=tam)
