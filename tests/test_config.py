@@ -4,10 +4,12 @@ import pytest
 
 from unigen.config import (
     ConfigError,
+    GenerateConfig,
     ScoringConfig,
     UniGenConfig,
     dump_yaml,
     fingerprint,
+    fingerprint_dict,
     load_config,
     parse_override,
 )
@@ -65,6 +67,12 @@ def test_fingerprint_ignores_output_neutral_settings():
     assert fingerprint(base) == fingerprint(ScoringConfig(batch_size=99))
     assert fingerprint(base) != fingerprint(ScoringConfig(max_text_tokens=40))
     assert fingerprint(base, "up") != fingerprint(base, "other")
+
+
+def test_settings_added_later_enter_the_fingerprint_only_off_their_default():
+    assert "min_words" not in fingerprint_dict(GenerateConfig())  # cached stages keep their folders
+    assert fingerprint_dict(GenerateConfig(min_words=5))["min_words"] == 5
+    assert fingerprint(GenerateConfig()) != fingerprint(GenerateConfig(min_words=5))
 
 
 def test_default_yaml_is_what_unigen_config_prints(capsys):

@@ -162,6 +162,16 @@ def test_generate_shard_rejections_and_rows():
     assert [r["text"] for r in again][:2] == [r["text"] for r in rows][:2]
 
 
+def test_generate_shard_min_words_rejects_short_texts():
+    spec = plan_shards(plan_streams(2, get_prompt_set("universal"), 6), ("negative", "positive"), 6, 42)[1]
+    stems = ["The text in negative sentiment is", "The text in positive sentiment is"]
+    plain, plain_stats = generate_shard(FakeSampler(), spec, prompt_set="universal", stems=stems, seen=set())
+    rows, stats = generate_shard(FakeSampler(), spec, prompt_set="universal", stems=stems, seen=set(), min_words=3)
+    assert min(len(r["text"].split()) for r in plain) < 3 and "short" not in plain_stats["rejected"]
+    assert len(rows) == 6 and all(len(r["text"].split()) >= 3 for r in rows)
+    assert stats["rejected"]["short"] > 0
+
+
 def test_generate_stage_tiny_model_end_to_end(tmp_path):
     cfg = cfg_for("generate.max_new_tokens=8", "labels=[negative, neutral, positive]")
     lm = tiny_llama()

@@ -41,13 +41,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from unigen.artifacts import atomic_write_json
     from unigen.evaluate import (
         evaluate_classifier,
         format_table,
         load_classifier,
         load_eval_sets,
         public_json,
-        write_json,
     )
 
     cfg = _config(args)
@@ -62,7 +62,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if limit is not None:
         print(f"Subsample: at most {limit} rows per set, seed {cfg.seed} (--limit).")
     if args.output:
-        write_json(args.output, public_json(results))
+        atomic_write_json(args.output, public_json(results))
         print(f"wrote {args.output}")
     return 0
 

@@ -25,8 +25,12 @@ class ConfigError(ValueError):
     """A setting is unknown, has the wrong type or an invalid value."""
 
 
-def setting(default: Any, help: str, *, fingerprint: bool = True) -> Any:
-    """A config field with a help string; ``fingerprint=False`` marks output-neutral settings."""
+def setting(default: Any, help: str, *, fingerprint: bool | str = True) -> Any:
+    """A config field with a help string; ``fingerprint=False`` marks output-neutral settings.
+
+    ``fingerprint="unless_default"`` marks a setting added after results were cached: it enters the
+    fingerprint only when it differs from its default, so existing stage folders stay valid.
+    """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay hashable")
     return field(default=default, metadata={"help": help, "fingerprint": fingerprint})
@@ -82,6 +86,8 @@ class GenerateConfig:
     temperature: float = setting(1.0, "sampling temperature")
     max_new_tokens: int = setting(31, "new tokens per sample (paper code: 40 total incl. ~9 prompt tokens)")
     dedup: bool = setting(True, "drop exact duplicate texts")
+    min_words: int = setting(0, "drop texts of fewer words (0: keep all, the paper code; original ZeroGen: 10)",
+                             fingerprint="unless_default")
     shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
     precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
                              "with bf16 support, different samples)")
@@ -97,6 +103,7 @@ class GenerateConfig:
         _check(0.0 < self.top_p <= 1.0, "generate.top_p must be in (0, 1]")
         _check(self.temperature > 0, "generate.temperature must be positive")
         _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
+        _check(self.min_words >= 0, "generate.min_words must be >= 0")
         _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
 
 
@@ -359,9 +366,10 @@ def fingerprint_dict(cfg: Any) -> dict[str, Any]:
     """The output-affecting subset of a (nested) config as a plain dict."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
-        if not f.metadata.get("fingerprint", True):
-            continue
+        mode = f.metadata.get("fingerprint", True)
         value = getattr(cfg, f.name)
+        if not mode or (mode == "unless_default" and value == f.default):
+            continue
         out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else value
     return json.loads(json.dumps(out))
 

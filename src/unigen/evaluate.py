@@ -7,7 +7,6 @@ with :class:`unigen.lm.LMScorer`), or a trained task-model folder.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -180,10 +179,3 @@ def _n_cell(res: dict[str, Any] | None) -> str:
         return "-"
     return f"{res['n']}/{res['subsampled_from']}" if "subsampled_from" in res else str(res["n"])
 
-
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

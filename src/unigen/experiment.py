@@ -121,7 +121,7 @@ def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str
     """
     import traceback
 
-    from unigen.evaluate import write_json
+    from unigen.artifacts import atomic_write_json
     from unigen.pipeline import method_label, run_pipeline
 
     records: list[dict[str, Any]] = json.loads(exp.output.read_text()) if exp.output.is_file() else []
@@ -153,7 +153,7 @@ def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str
             rec["train_rows"] = _train_rows(Path(rec["model"]).parent)
             records.append(rec)
             done.add(record_key(rec))
-        write_json(exp.output, records)
+        atomic_write_json(exp.output, records)
     if failures:
         raise CellsFailed(failures, records)
     return records

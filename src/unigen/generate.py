@@ -121,7 +121,7 @@ class Acceptance:
 def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
               stems: list[str], on_batch: Any = None) -> list[dict[str, Any]]:
     rows, stats = generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
-                                 on_batch=on_batch, chunk=cfg.generate.batch_size)
+                                 on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words)
     stage.write_shard(spec.index, rows, stats)
     return rows
 
@@ -207,7 +207,8 @@ def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any
         f"# Generated data `{stage.path.name}`", "",
         f"Generator `{cfg.generator}`, prompt set `{g.prompt_set}`, seed {cfg.seed}; top-k {g.top_k}, "
         f"top-p {g.top_p}, temperature {g.temperature}, at most {g.max_new_tokens} new tokens, "
-        f"{g.precision}, de-duplication {'on' if g.dedup else 'off'}.", "",
+        f"{g.precision}, de-duplication {'on' if g.dedup else 'off'}"
+        f"{f', at least {g.min_words} words' if g.min_words else ''}.", "",
         md_table(["label", "rows", "attempts", "acceptance"], label_rows), "",
         f"Rejected: {t['rejected'] or 'none'}. Ended by: {t['stops']} (`none` = no closing quote or "
         f"newline within the token budget; kept, as in the paper). Domains: {dict(counts['domains'])}.", "",

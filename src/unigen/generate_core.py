@@ -170,9 +170,12 @@ def plan_shards(streams: Sequence[Stream], labels: Sequence[str], shard_size: in
 
 # ---------------------------------------------------------------- one shard
 
-def _reject_reason(text: str, stems: Sequence[str], seen: KeySet | set[int] | None) -> str | None:
+def _reject_reason(text: str, stems: Sequence[str], seen: KeySet | set[int] | None,
+                   min_words: int = 0) -> str | None:
     if not text:
         return "empty"
+    if len(text.split()) < min_words:
+        return "short"
     if is_prompt_echo(text, stems):
         return "echo"
     if seen is not None and text_key(text) in seen:
@@ -182,7 +185,7 @@ def _reject_reason(text: str, stems: Sequence[str], seen: KeySet | set[int] | No
 
 def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, stems: Sequence[str],
                    seen: KeySet | set[int] | None, on_batch: Callable[[int, int], None] | None = None,
-                   chunk: int = 64) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                   chunk: int = 64, min_words: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Sample until ``spec.size`` rows are accepted; returns ``(rows, stats)``.
 
     Args:
@@ -195,6 +198,7 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
         on_batch: called with ``(accepted, attempts)`` after every sampler call (progress bars).
         chunk: at most this many rows per sampler call (how often ``on_batch`` fires; the rows do
             not depend on it).
+        min_words: reject texts of fewer whitespace-separated words (reason ``short``).
 
     Raises:
         GenerationError: more than ``20 * size + 64`` attempts were needed.
@@ -218,7 +222,7 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
             if len(rows) >= spec.size:
                 break
             text, stop = postprocess(cont.text)
-            reason = _reject_reason(text, stems, seen)
+            reason = _reject_reason(text, stems, seen, min_words)
             if reason is not None:
                 rejected[reason] += 1
                 continue

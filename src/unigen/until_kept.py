@@ -147,7 +147,7 @@ def _extend(loop: _Loop, lazy: _Models, seen: KeySet | None, stems: list[str], c
 def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: KeySet | None, stems: list[str]) -> None:
     spec = shard_spec(index, sid, loop.streams[sid], loop.cfg.labels, loop.next_size(sid), loop.cfg.seed)
     rows, stats = generate_shard(lazy.sampler(), spec, prompt_set=loop.cfg.generate.prompt_set, stems=stems,
-                                 seen=seen, chunk=loop.cfg.generate.batch_size)
+                                 seen=seen, chunk=loop.cfg.generate.batch_size, min_words=loop.cfg.generate.min_words)
     loop.gen.write_shard(index, rows, stats)
     loop.add_generated(index, stats)
 
