@@ -42,3 +42,15 @@ def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
     table = out.read_text()
     assert "| generate `aaa` | g | universal | 3 | - | 2 | 100% | 50.0% |" in table  # one of two prompt labels wrong
     assert "| relabel `bbb` | g | universal | 3 | soft | 1 | 100% | 100.0% |" in table  # the wrong one dropped
+
+
+def test_sync_tables_replaces_only_the_report_tables(tmp_path):
+    st = load_script("sync_tables")
+    tables = tmp_path / "t.md"
+    tables.write_text("# T\n\n### Main\n\n| a |\n|---|\n| 2 |\n\nnote\n\n### Other\n\n| b |\n|---|\n| 9 |\n")
+    report = tmp_path / "r.md"
+    report.write_text("intro\n\n#### Main\n\n| a |\n|---|\n| 1 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
+                      "#### Other\nafter\n")
+    assert st.main(["--tables", str(tables), "--report", str(report)]) == 1  # 'Gone' has no table
+    assert report.read_text() == ("intro\n\n#### Main\n\n| a |\n|---|\n| 2 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
+                                  "#### Other\n| b |\n|---|\n| 9 |\n\nafter\n")
