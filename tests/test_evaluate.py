@@ -90,3 +90,14 @@ def test_cli_train_then_predict_and_evaluate_a_task_model(tmp_path, labelled_jso
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(model), "--datasets", str(labelled_jsonl), "--output", str(out)]) == 0
     assert json.loads(out.read_text())["custom"]["n"] == 4
+
+
+def test_subsample_follows_sample_seed_not_run_seed():
+    from unigen.config import load_config
+    from unigen.evaluate import load_eval_sets
+
+    def rows(*overrides):
+        return load_eval_sets("sst2", load_config(None, list(overrides)), limit=50)[0].texts
+
+    assert rows("seed=1") != rows("seed=2")  # default: the run's seed picks the rows
+    assert rows("seed=1", "evaluate.sample_seed=7") == rows("seed=2", "evaluate.sample_seed=7") == rows("seed=7")

@@ -48,6 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         load_classifier,
         load_eval_sets,
         public_json,
+        subsample_seed,
     )
 
     cfg = _config(args)
@@ -60,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_classifier(classifier, datasets)
     print(format_table({classifier.name: results}, paper=None if args.no_paper else _paper_row()))
     if limit is not None:
-        print(f"Subsample: at most {limit} rows per set, seed {cfg.seed} (--limit).")
+        print(f"Subsample: at most {limit} rows per set, seed {subsample_seed(cfg)} (--limit).")
     if args.output:
         atomic_write_json(args.output, public_json(results))
         print(f"wrote {args.output}")

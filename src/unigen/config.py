@@ -210,6 +210,8 @@ class EvalConfig:
 
     datasets: str = setting("all", "all, or a comma-separated list of test-set names")
     limit: int | None = setting(None, "fixed seeded subsample of at most this many rows per set")
+    sample_seed: int | None = setting(None, "seed of that subsample (None: the run's seed; set it so runs of "
+                                      "different seeds are scored on the same rows)", fingerprint=False)
     data_dir: str | None = setting(None, "folder with test/ and validation/ (default ../shared/datasets)",
                                    fingerprint=False)
     batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)

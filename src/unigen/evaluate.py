@@ -134,8 +134,13 @@ def evaluate_classifier(classifier: Classifier, datasets: Sequence[Dataset]) -> 
     return results
 
 
+def subsample_seed(cfg: UniGenConfig) -> int:
+    """The seed of the ``evaluate.limit`` subsample: ``evaluate.sample_seed``, else the run's seed."""
+    return cfg.seed if cfg.evaluate.sample_seed is None else cfg.evaluate.sample_seed
+
+
 def load_eval_sets(names: str, cfg: UniGenConfig, limit: int | None = None) -> list[Dataset]:
-    return [load_dataset(n, data_dir=cfg.evaluate.data_dir, limit=limit, seed=cfg.seed)
+    return [load_dataset(n, data_dir=cfg.evaluate.data_dir, limit=limit, seed=subsample_seed(cfg))
             for n in parse_dataset_names(names)]
 
 

@@ -121,9 +121,10 @@ def train_stage(cfg: UniGenConfig, workdir: Path, weight_dir: Path, tam: str, *,
 def evaluate_stage(cfg: UniGenConfig, workdir: Path, name: str, spec: str, identity: dict[str, Any],
                    limit: int | None) -> dict[str, Any]:
     """Metrics of one classifier (``vader``, ``prompt:<lm>`` or a model folder), cached by ``identity``."""
-    from unigen.evaluate import evaluate_classifier, load_classifier, load_eval_sets
+    from unigen.evaluate import evaluate_classifier, load_classifier, load_eval_sets, subsample_seed
 
-    settings = {"identity": identity, "datasets": cfg.evaluate.datasets, "limit": limit, "seed": cfg.seed}
+    # "seed" is the subsample's seed (the name predates evaluate.sample_seed; renaming it would move every cache)
+    settings = {"identity": identity, "datasets": cfg.evaluate.datasets, "limit": limit, "seed": subsample_seed(cfg)}
     fp = stage_fingerprint("evaluate", EVALUATE_VERSION, settings)
     stage = Stage.open(stage_dir(workdir, "05_evaluate", fp), stage="evaluate", fingerprint=fp,
                        config=settings, seed=cfg.seed)
