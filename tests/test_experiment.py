@@ -121,6 +121,16 @@ def test_a_failing_cell_is_reported_after_the_others_ran(exp_file, monkeypatch):
     assert exp.output.with_suffix(".md").is_file()
 
 
+def test_paired_differences_match_seeds():
+    from unigen.report import render_paired
+
+    ref = [{"seed": 1, "average": 0.60}, {"seed": 2, "average": 0.70}]
+    row = [{"seed": 2, "average": 0.75}, {"seed": 1, "average": 0.61}, {"seed": 9, "average": 0.1}]  # 9: no pair
+    table = render_paired("T", ref, [("w/ x", row, -1.25), ("w/ none", [], None)])
+    assert "| w/ x | 2 | +1.0 (seed 1), +5.0 (seed 2) | +3.0 ± 2.8 | -1.2 |" in table
+    assert "w/ none" not in table
+
+
 def test_committed_paper_matrix_is_valid_and_covers_the_issue():
     from pathlib import Path
 

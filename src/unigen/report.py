@@ -95,6 +95,24 @@ def render_rows(title: str, rows: Sequence[tuple[str, Sequence[dict[str, Any]], 
     return "\n".join(lines)
 
 
+def render_paired(title: str, reference: Sequence[dict[str, Any]],
+                  rows: Sequence[tuple[str, Sequence[dict[str, Any]], float | None]]) -> str:
+    """Seven-set average of each row minus the reference's, paired by seed (same seed: same test rows, and for
+    an ablation the same generation), with the paper's difference in the last column."""
+    ref = {r["seed"]: 100 * r["average"] for r in reference}
+    lines = [f"### {title}", "", "| row | seeds | difference per seed | mean ± std | paper |", "|---|---|---|---|---|"]
+    for name, recs, paper in rows:
+        diffs = {r["seed"]: 100 * r["average"] - ref[r["seed"]] for r in recs if r["seed"] in ref}
+        if not diffs:
+            continue
+        values = np.array(list(diffs.values()))
+        spread = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
+        per_seed = ", ".join(f"{d:+.1f} (seed {seed})" for seed, d in sorted(diffs.items()))
+        lines.append(f"| {name} | {len(values)} | {per_seed} | {values.mean():+.1f}{spread} | "
+                     f"{'-' if paper is None else f'{paper:+.1f}'} |")
+    return "\n".join(lines)
+
+
 def group_records(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
     """Records keyed by everything but the seed."""
     out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -222,6 +240,10 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
             if name:
                 rows.append((f"w/ {name}", [r for r in ablation if r["ablations"] == [name]], paper))
         parts.append(render_rows("Ablations, task model minilm-l6 (paper: DistilBERT)", rows))
+        paired = [(name, recs, None if paper is None else paper[-1] - PAPER_ABLATIONS[""][-1])
+                  for name, recs, paper in rows[1:]]
+        parts.append(render_paired("Ablations minus UniGen, seven-set average, paired by seed (minilm-l6)",
+                                   reference, paired))
     generators = _select(records, group="generator")
     if generators:
         reference = _select(records, group="main", method="unigen", tam="minilm-l6")
@@ -229,6 +251,9 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
                 for r in group_records(reference + generators).values() if r[0]["method"] == "unigen"]
         parts.append(render_rows("Generator comparison, UniGen with minilm-l6 (paper GPT2-XL: "
                                  f"{PAPER_GENERATORS['gpt2-xl'][-1]:.2f} avg with DistilBERT)", rows))
+        parts.append(render_paired("Generators minus SmolLM2-135M, seven-set average, paired by seed (minilm-l6)",
+                                   reference, [(f"UniGen, {r[0]['generator']}", r, None) for _, r, _ in rows
+                                               if r[0]["generator"] != reference[0]["generator"]]))
     relabel = _select(records, group="zerogen-relabel")
     if relabel:
         rows = []
