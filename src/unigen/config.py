@@ -33,6 +33,8 @@ def setting(default: Any, help: str, *, fingerprint: bool | str = True) -> Any:
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay hashable")
+    if fingerprint not in (True, False, "unless_default"):
+        raise ValueError(f"fingerprint must be True, False or 'unless_default'; got {fingerprint!r}")
     return field(default=default, metadata={"help": help, "fingerprint": fingerprint})
 
 
