@@ -53,7 +53,10 @@ def main() -> None:
             continue  # the same rows as its generate stage
         labels = [r.get("label", r.get("prompt_label")) for r in rows]
         decided, agree = agreement([r["text"] for r in rows], labels)
-        lines.append(f"| {m['stage']} `{fp}` | {gen.get('generator', '?')} | {gen.get('generate', {}).get('prompt_set', '?')}"
+        gen_cfg = gen.get("generate", {})
+        prompt_set = gen_cfg.get("prompt_set", "?") + (f", {gen_cfg['min_words']}+ words" if gen_cfg.get("min_words")
+                                                       else "")
+        lines.append(f"| {m['stage']} `{fp}` | {gen.get('generator', '?')} | {prompt_set}"
                      f" | {m['seed']} | {mode} | {len(rows)} | {100 * decided:.0f}% | {100 * agree:.1f}% |")
     text = ("# Label agreement of the synthetic data with VADER\n\n" + __doc__.split("\n\n", 2)[2].strip()
             + f"\n\nCommand: `python experiments/label_agreement.py --workdir {args.workdir} --out {args.out}`\n\n"

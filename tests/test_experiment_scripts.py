@@ -30,7 +30,7 @@ def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
     kept = [{**rows[0], "label": 1, "keep": True}, {**rows[1], "label": 1, "keep": False}]
     for stage, data, manifest in (
             (gen, rows, {"stage": "generate", "status": "complete", "seed": 3, "upstream": {},
-                         "config": {"generator": "g", "generate": {"prompt_set": "universal"}}}),
+                         "config": {"generator": "g", "generate": {"prompt_set": "universal", "min_words": 2}}}),
             (rel, kept, {"stage": "relabel", "status": "complete", "seed": 3, "upstream": {"generate": "aaa"},
                          "config": {"relabel": {"mode": "soft"}}})):
         (stage / "shards").mkdir(parents=True)
@@ -40,8 +40,8 @@ def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["label_agreement", "--workdir", str(tmp_path), "--out", str(out)])
     la.main()
     table = out.read_text()
-    assert "| generate `aaa` | g | universal | 3 | - | 2 | 100% | 50.0% |" in table  # one of two prompt labels wrong
-    assert "| relabel `bbb` | g | universal | 3 | soft | 1 | 100% | 100.0% |" in table  # the wrong one dropped
+    assert "| generate `aaa` | g | universal, 2+ words | 3 | - | 2 | 100% | 50.0% |" in table  # one label wrong
+    assert "| relabel `bbb` | g | universal, 2+ words | 3 | soft | 1 | 100% | 100.0% |" in table  # it was dropped
 
 
 def test_sync_tables_replaces_only_the_report_tables(tmp_path):
