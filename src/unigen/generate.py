@@ -118,10 +118,16 @@ class Acceptance:
         self.bar.set_postfix(acceptance=pct(self.accepted, self.attempts), refresh=False)
 
 
+def sample_shard(sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
+                 stems: list[str], on_batch: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`generate_shard` with the settings of ``cfg.generate`` (both generation loops use it)."""
+    return generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
+                          on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words)
+
+
 def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
               stems: list[str], on_batch: Any = None) -> list[dict[str, Any]]:
-    rows, stats = generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
-                                 on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words)
+    rows, stats = sample_shard(sampler, spec, cfg, seen, stems, on_batch)
     stage.write_shard(spec.index, rows, stats)
     return rows
 

@@ -251,9 +251,10 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
                 for r in group_records(reference + generators).values() if r[0]["method"] == "unigen"]
         parts.append(render_rows("Generator comparison, UniGen with minilm-l6 (paper GPT2-XL: "
                                  f"{PAPER_GENERATORS['gpt2-xl'][-1]:.2f} avg with DistilBERT)", rows))
-        parts.append(render_paired("Generators minus SmolLM2-135M, seven-set average, paired by seed (minilm-l6)",
-                                   reference, [(f"UniGen, {r[0]['generator']}", r, None) for _, r, _ in rows
-                                               if r[0]["generator"] != reference[0]["generator"]]))
+        if reference:
+            parts.append(render_paired("Generators minus SmolLM2-135M, seven-set average, paired by seed (minilm-l6)",
+                                       reference, [(name, r, None) for name, r, _ in rows
+                                                   if r[0]["generator"] != reference[0]["generator"]]))
     relabel = _select(records, group="zerogen-relabel")
     if relabel:
         rows = []

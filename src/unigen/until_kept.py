@@ -31,10 +31,11 @@ from unigen.generate import (
     progress_bar,
     prompt_stems,
     rebuild_seen,
+    sample_shard,
     summarise,
     write_generation_card,
 )
-from unigen.generate_core import KeySet, Stream, generate_shard, plan_streams, shard_spec
+from unigen.generate_core import KeySet, Stream, plan_streams, shard_spec
 from unigen.prompts import get_prompt_set
 from unigen.relabel import (
     STAGE_DIR as REL_STAGE,
@@ -146,8 +147,7 @@ def _extend(loop: _Loop, lazy: _Models, seen: KeySet | None, stems: list[str], c
 
 def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: KeySet | None, stems: list[str]) -> None:
     spec = shard_spec(index, sid, loop.streams[sid], loop.cfg.labels, loop.next_size(sid), loop.cfg.seed)
-    rows, stats = generate_shard(lazy.sampler(), spec, prompt_set=loop.cfg.generate.prompt_set, stems=stems,
-                                 seen=seen, chunk=loop.cfg.generate.batch_size, min_words=loop.cfg.generate.min_words)
+    rows, stats = sample_shard(lazy.sampler(), spec, loop.cfg, seen, stems)
     loop.gen.write_shard(index, rows, stats)
     loop.add_generated(index, stats)
 
