@@ -31,9 +31,9 @@ def main() -> None:
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from unigen.artifacts import iter_stage_rows
-    from unigen.data import load_dataset
-    from unigen.tam import TaskModel
+    from unigen.evaluation.datasets import load_dataset
+    from unigen.stages import iter_stage_rows
+    from unigen.tam.model import TaskModel
 
     model = TaskModel.from_pretrained(args.model)
     synthetic = [r["text"] for r in iter_stage_rows(args.synthetic) if r.get("keep", True)]

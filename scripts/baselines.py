@@ -19,15 +19,11 @@ from pathlib import Path
 import torch
 
 from unigen.config import load_config
-from unigen.data import TEST_SETS
-from unigen.evaluate import (
-    PromptClassifier,
-    VaderClassifier,
-    evaluate_classifier,
-    format_table,
-    load_eval_sets,
-    write_json,
-)
+from unigen.evaluation.evaluate import PromptClassifier, VaderClassifier, evaluate_classifier, load_eval_sets
+from unigen.evaluation.paper import TEST_SETS
+from unigen.evaluation.tables import format_table
+from unigen.stages import atomic_write_json, atomic_write_text
+from unigen.synth.scoring import FastLMScorer
 
 METHODS = [  # (name, model spec, scoring overrides)
     ("VADER", "vader", {}),
@@ -61,8 +57,6 @@ def main() -> None:
         if spec == "vader":
             clf = VaderClassifier()
         else:
-            from unigen.fastscore import FastLMScorer
-
             scorer = FastLMScorer.from_name(spec, cfg.labels, dataclasses.replace(cfg.scoring, **scoring))
             clf = PromptClassifier(scorer, name)
         for ds in load_eval_sets(",".join(todo), cfg, limit):
@@ -75,7 +69,7 @@ def main() -> None:
             if all(s in done for s in TEST_SETS):
                 done["average"] = sum(done[s]["accuracy"] for s in TEST_SETS) / len(TEST_SETS)
             results[name] = done
-            write_json(json_path, results)
+            atomic_write_json(json_path, results)
     complete = {k: v for k, v in results.items() if "average" in v}
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     text = [
@@ -92,7 +86,7 @@ def main() -> None:
         f"Command: `python scripts/baselines.py --limit {args.limit} --gemma-limit {args.gemma_limit}` (resumable). "
         f"Machine: 2-core AMD EPYC CPU, no GPU, {machine}; other jobs shared the CPU, so no timings are given.",
     ]
-    (out / "baselines.md").write_text("\n".join(text) + "\n")
+    atomic_write_text(out / "baselines.md", "\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

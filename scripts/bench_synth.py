@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from unigen.config import ScoringConfig, load_config
-from unigen.fastscore import FastLMScorer
-from unigen.generate_core import ShardSpec, generate_shard, is_prompt_echo, postprocess
 from unigen.registry import load_causal_lm
-from unigen.sampling import LMSampler, SamplingSettings, filtered_distribution, naive_generate
+from unigen.synth.generation import ShardSpec, generate_shard, is_prompt_echo, postprocess
+from unigen.synth.sampling import LMSampler, SamplingSettings, filtered_distribution, naive_generate
+from unigen.synth.scoring import FastLMScorer
 
 LABELS = ("negative", "positive")
 PROMPTS = [f'The text in {w} sentiment is: "' for w in LABELS]
@@ -197,8 +197,8 @@ def bf16_score_check(model, tok, texts, rule, cfg, ref: np.ndarray) -> dict:
 def rss_child(kind: str, stage: str, per_label: int, workdir: str, threads: int) -> dict:
     """Run one stage in this (fresh) process and return its peak RSS."""
     torch.set_num_threads(threads)
-    from unigen.generate import generate_stage
-    from unigen.relabel import relabel_stage
+    from unigen.synth.generate import generate_stage
+    from unigen.synth.relabel import relabel_stage
 
     cfg = load_config(None, [f"generate.samples_per_label={per_label}", "relabel.scoring_rule=verbalizer"])
     kw: dict = {}
@@ -230,7 +230,7 @@ class _UniqueFake:
     """A sampler whose every row is a distinct ~15-word text (so de-duplication keeps them all)."""
 
     def sample(self, prompt, seeds):
-        from unigen.sampling import Continuation
+        from unigen.synth.sampling import Continuation
 
         word = prompt.split(" in ")[1].split(" ")[0]
         return [Continuation(f"a {word} text number {s % 10 ** 12} about things and places we liked or not",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from unigen.sampling import Continuation
+from unigen.synth.sampling import Continuation
 
 CORPUS = [
     'The text in positive sentiment is: "I loved this movie, it was great!"\n',

@@ -6,7 +6,7 @@ import torch
 
 from unigen import registry
 from unigen.config import ScoringConfig
-from unigen.lm import LMScorer
+from unigen.synth.scoring import LMScorer
 
 pytestmark = pytest.mark.slow
 

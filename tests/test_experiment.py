@@ -4,8 +4,8 @@ import pytest
 
 from unigen.cli import main
 from unigen.config import ConfigError
+from unigen.evaluation.tables import SETS, render_report
 from unigen.experiment import CellsFailed, load_experiment, run_experiment
-from unigen.report import SETS, render_report
 
 SPEC = """
 workdir: {work}
@@ -122,7 +122,7 @@ def test_a_failing_cell_is_reported_after_the_others_ran(exp_file, monkeypatch):
 
 
 def test_paired_differences_match_seeds():
-    from unigen.report import render_paired
+    from unigen.evaluation.tables import render_paired
 
     ref = [{"seed": 1, "average": 0.60}, {"seed": 2, "average": 0.70}]
     row = [{"seed": 2, "average": 0.75}, {"seed": 1, "average": 0.61}, {"seed": 9, "average": 0.1}]  # 9: no pair

@@ -6,27 +6,20 @@ cached run would be recomputed, or a resumed one would diverge: change them only
 version, on purpose.
 """
 
-import dataclasses
 import hashlib
 import shutil
 
 import pytest
 
-from unigen.artifacts import derive_seed, stage_fingerprint
-from unigen.config import fingerprint_dict, load_config
-from unigen.evaluate import subsample_seed
-from unigen.generate import generate_fingerprint
-from unigen.pipeline import (
-    EVALUATE_VERSION,
-    TRAIN_VERSION,
-    WEIGHT_VERSION,
-    _weight_settings,
-    run_pipeline,
-    stage_status,
-)
-from unigen.relabel import relabel_fingerprint
-from unigen.train import _derived_seed, split_indices
-from unigen.weighting import _seed
+from unigen.config import load_config
+from unigen.evaluation.stage import evaluate_settings, identity_of
+from unigen.pipeline import run_pipeline, stage_status
+from unigen.seeds import derive_seed, epoch_seed
+from unigen.stages import fingerprint_of
+from unigen.synth.common import generate_fingerprint, relabel_fingerprint
+from unigen.tam.stage import train_settings
+from unigen.tam.train import split_indices
+from unigen.weighting.stage import weight_settings
 
 GOLDEN = {
     "default": ((None, []), {
@@ -56,19 +49,15 @@ def fingerprints(cfg):
     """Every stage fingerprint of ``unigen run`` for ``cfg``, as the pipeline computes them."""
     out = {"generate": generate_fingerprint(cfg)}
     out["relabel"] = relabel_fingerprint(cfg, out["generate"])
-    out["weight"] = stage_fingerprint("weight", WEIGHT_VERSION, _weight_settings(cfg),
-                                      upstream={"relabel": out["relabel"]})
-    evaluate = {"datasets": cfg.evaluate.datasets, "limit": cfg.evaluate.limit, "seed": subsample_seed(cfg)}
+    out["weight"] = fingerprint_of("weight", weight_settings(cfg), upstream={"relabel": out["relabel"]})
     for tam in cfg.run.tams:
-        settings = {"train": fingerprint_dict(dataclasses.replace(cfg.train, tam=tam)), "labels": list(cfg.labels),
-                    "seed": cfg.seed}
-        out[f"train {tam}"] = stage_fingerprint("train", TRAIN_VERSION, settings, upstream={"weight": out["weight"]})
-        out[f"evaluate {tam}"] = stage_fingerprint("evaluate", EVALUATE_VERSION,
-                                                   {"identity": {"train": out[f"train {tam}"]}, **evaluate})
-    out["evaluate vader"] = stage_fingerprint("evaluate", EVALUATE_VERSION, {"identity": {"vader": "3.3.2"}, **evaluate})
-    prompt = {"generator": cfg.generator, "scoring": fingerprint_dict(cfg.scoring), "labels": list(cfg.labels)}
-    out["evaluate prompt"] = stage_fingerprint("evaluate", EVALUATE_VERSION,
-                                               {"identity": prompt, **evaluate, "limit": cfg.run.prompt_limit})
+        out[f"train {tam}"] = fingerprint_of("train", train_settings(cfg, tam), upstream={"weight": out["weight"]})
+        out[f"evaluate {tam}"] = fingerprint_of("evaluate", evaluate_settings(
+            cfg, {"train": out[f"train {tam}"]}, cfg.evaluate.limit))
+    out["evaluate vader"] = fingerprint_of("evaluate", evaluate_settings(cfg, identity_of("vader", cfg),
+                                                                         cfg.evaluate.limit))
+    out["evaluate prompt"] = fingerprint_of("evaluate", evaluate_settings(
+        cfg, identity_of(f"prompt:{cfg.generator}", cfg), cfg.run.prompt_limit))
     return out
 
 
@@ -83,15 +72,15 @@ def test_derived_seeds_are_unchanged():
     assert derive_seed(42, "generate", 7) == 2491517229065370956
     assert derive_seed(1, "datacard") == 1975148531775874575
     assert derive_seed(123456789, 5) == 4776689749618335472
-    # SunGen's per-epoch streams and the trainer's per-epoch seeds
-    assert _seed(42, 0, 0) == 2242280713608235703
-    assert _seed(42, 3, 1) == 1637421959180275900
-    assert _seed(1, 49, 2) == 4508587022154897702
-    assert _seed(7, 0, 12) == 2804285386260877719
-    assert _derived_seed(42, 0, 1) == 6793198372087542132
-    assert _derived_seed(42, 4, 1) == 3720942425617740058
-    assert _derived_seed(3, 0, 3) == 6882722524116465617
-    assert _derived_seed(-1, 2, 1) == 5855499487560437723
+    # SunGen's per-epoch streams and the trainer's per-epoch seeds (two functions before, one now)
+    assert epoch_seed(42, 0, 0) == 2242280713608235703
+    assert epoch_seed(42, 3, 1) == 1637421959180275900
+    assert epoch_seed(1, 49, 2) == 4508587022154897702
+    assert epoch_seed(7, 0, 12) == 2804285386260877719
+    assert epoch_seed(42, 0, 1) == 6793198372087542132
+    assert epoch_seed(42, 4, 1) == 3720942425617740058
+    assert epoch_seed(3, 0, 3) == 6882722524116465617
+    assert epoch_seed(-1, 2, 1) == 5855499487560437723
 
 
 def test_validation_split_is_unchanged():

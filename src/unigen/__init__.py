@@ -1,5 +1,9 @@
 """UniGen: universal zero-shot dataset generation for cross-domain sentiment classification.
 
+The pipeline, top to bottom: :mod:`unigen.config` -> :mod:`unigen.synth` (stages 1-2: generate, relabel)
+-> :mod:`unigen.weighting` (stage 3) -> :mod:`unigen.tam` (stage 4: the task model) ->
+:mod:`unigen.evaluation` (stage 5), tied together by :mod:`unigen.stages` and :mod:`unigen.pipeline`.
+
 Heavy modules (torch, transformers) load lazily, so ``import unigen`` and ``unigen --help`` are fast.
 """
 
@@ -13,9 +17,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_config": "unigen.config",
     "UniGenConfig": "unigen.config",
-    "TaskModel": "unigen.tam",
-    "load_dataset": "unigen.data",
-    "evaluate_classifier": "unigen.evaluate",
+    "TaskModel": "unigen.tam.model",
+    "load_dataset": "unigen.evaluation.datasets",
+    "evaluate_classifier": "unigen.evaluation.evaluate",
 }
 
 

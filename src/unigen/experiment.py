@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from unigen.config import ConfigError, load_config
-from unigen.presets import DOMAINS
+from unigen.config import load_config
+from unigen.config.loading import read_yaml
+from unigen.config.presets import GENERATION_DOMAINS
+from unigen.errors import CellsFailed, ConfigError
+from unigen.stages import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,7 @@ def _as_list(value: Any, name: str) -> list[Any]:
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and expand an experiment file (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path, "experiment file")
     unknown = set(spec) - {"workdir", "output", "base", "cells"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -85,7 +84,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if not isinstance(cell, dict) or set(cell) - allowed:
             raise ConfigError(f"{where}: a mapping with keys among {', '.join(sorted(allowed))}")
         domains = cell.get("domains")
-        domains = list(DOMAINS) if domains == "all" else _as_list(domains, f"{where}.domains") or [None]
+        domains = list(GENERATION_DOMAINS) if domains == "all" else _as_list(domains, f"{where}.domains") or [None]
         for domain in domains:
             for seed in _as_list(cell.get("seeds"), f"{where}.seeds") or [None]:
                 exp.cells.append(Cell(
@@ -104,14 +103,6 @@ def record_key(rec: dict[str, Any]) -> str:
                        rec["generator"], rec["seed"], rec["settings"]])
 
 
-class CellsFailed(RuntimeError):
-    """Some cells raised; every other cell ran and its records were written."""
-
-    def __init__(self, failures: list[str], records: list[dict[str, Any]]):
-        super().__init__(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
-        self.records = records
-
-
 def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str], None] = print,
                    max_cells: int | None = None) -> list[dict[str, Any]]:
     """Run every unfinished cell in order; returns all records (also written to ``exp.output``).
@@ -121,8 +112,7 @@ def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str
     """
     import traceback
 
-    from unigen.artifacts import atomic_write_json
-    from unigen.pipeline import method_label, run_pipeline
+    from unigen.pipeline import method_label, run_pipeline  # torch; loaded only to run cells
 
     records: list[dict[str, Any]] = json.loads(exp.output.read_text()) if exp.output.is_file() else []
     done = {record_key(r) for r in records}

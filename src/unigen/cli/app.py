@@ -1,0 +1,61 @@
+"""Command line: ``unigen <command> [--config FILE] [--set section.key=value ...] [--quiet]``.
+
+Heavy libraries (torch, transformers) load inside the command functions, so ``unigen --help`` answers at
+once. Every error a user can cause is a :class:`unigen.errors.UniGenError`; :func:`main` prints it as one
+line, ``unigen: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from unigen import __version__
+from unigen.cli import commands, synth, train
+from unigen.cli.common import add_quiet
+from unigen.errors import UniGenError
+
+#: the subcommands in the order ``unigen --help`` lists them: the pipeline, then its stages, then tools
+COMMANDS = (commands.add_run, commands.add_status, commands.add_experiment, synth.add_generate, synth.add_relabel,
+            train.add_weight, train.add_train, commands.add_evaluate, train.add_predict, commands.add_models,
+            commands.add_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unigen", description="Zero-shot cross-domain sentiment "
+                                     "classifiers from a generative LM (UniGen, EMNLP 2024).")
+    parser.add_argument("--version", action="version", version=f"unigen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add_quiet(add(sub))
+    return parser
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:  # the libraries' own bars too (transformers' "Loading weights")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return int(args.func(args) or 0)
+    except UniGenError as exc:
+        message = str(exc)
+    except OSError as exc:  # a path given on the command line that cannot be read or written
+        message = _os_error(exc)
+    except UnicodeDecodeError as exc:
+        message = f"a file is not valid UTF-8 ({exc.reason})"
+    except KeyboardInterrupt:
+        print("unigen: interrupted", file=sys.stderr)
+        return 130
+    print(f"unigen: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

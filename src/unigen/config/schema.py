@@ -1,0 +1,272 @@
+"""The configuration schema: one frozen dataclass per stage plus the root :class:`UniGenConfig`.
+
+Every field is declared with :func:`setting` (default, help text, fingerprint mode) and checked in
+``__post_init__``; derived defaults (epochs, learning rates, how many rows to keep) are methods of the
+dataclasses. The defaults live here; ``configs/default.yaml`` is generated from them (``unigen config``)
+and a test checks that the two agree. Loading, overrides and fingerprints are :mod:`unigen.config.loading`.
+
+A field whose metadata says ``fingerprint=False`` (batch sizes, devices) does not change a stage's output
+and is left out of the stage fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from unigen.errors import ConfigError
+from unigen.synth.prompts import PROMPT_SETS
+
+#: learning rate and epochs when ``train.lr`` / ``train.epochs`` / ``weight.inner_lr`` are unset
+#: (docs/method.md, "Hyper-parameters"): the LSTM trains from scratch, transformers are fine-tuned
+DEFAULT_LR = {"lstm": 1e-3, "transformer": 2e-5}
+DEFAULT_EPOCHS = {"lstm": 5, "transformer": 3}
+
+
+def _family(tam: str) -> str:
+    return "lstm" if tam == "lstm" else "transformer"
+
+
+def setting(default: Any, help: str, *, fingerprint: bool | str = True) -> Any:
+    """A config field with a help string; ``fingerprint=False`` marks output-neutral settings.
+
+    ``fingerprint="unless_default"`` marks a setting added after results were cached: it enters the
+    fingerprint only when it differs from its default, so existing stage folders stay valid.
+    """
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults so configs stay hashable")
+    if fingerprint not in (True, False, "unless_default"):
+        raise ValueError(f"fingerprint must be True, False or 'unless_default'; got {fingerprint!r}")
+    return field(default=default, metadata={"help": help, "fingerprint": fingerprint})
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How a causal LM scores a text under each label (Prompting baseline and relabeling)."""
+
+    rule: str = setting("nll", "nll: paper's mean token NLL of the filled template, lower wins; "
+                        "verbalizer: next-token log-prob of the label word")
+    template: str = setting('The text in {label} sentiment is: "{text}"',
+                            "template for the nll rule ({label}, {text})")
+    verbalizer_template: str = setting("{text}\nThe sentiment of this text is",
+                                       "prompt for the verbalizer rule; the label word follows it")
+    calibrate: bool = setting(True, "verbalizer rule: subtract the label scores of a content-free input")
+    content_free_text: str = setting("N/A", "the content-free input used for calibration")
+    max_text_tokens: int = setting(128, "texts are cut to this many of the LM's tokens before templating")
+    max_total_tokens: int | None = setting(
+        None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)")
+    include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
+    batch_size: int = setting(16, "sequences per forward pass", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _one_of("scoring.rule", self.rule, ("nll", "verbalizer"))
+        _check("{label}" in self.template and "{text}" in self.template,
+               "scoring.template needs {label} and {text}")
+        _check("{text}" in self.verbalizer_template, "scoring.verbalizer_template needs {text}")
+        _check(self.max_text_tokens > 0, "scoring.max_text_tokens must be positive")
+        _check(self.max_total_tokens is None or self.max_total_tokens > 8,
+               "scoring.max_total_tokens must be None or > 8")
+        _check(self.batch_size > 0, "scoring.batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Stage 1: sample synthetic texts from prompts (method-spec section 1)."""
+
+    prompt_set: str = setting("universal", "universal | movie | products | restaurant | electronics | "
+                              "tweet | combined")
+    samples_per_label: int = setting(500, "target number of generated texts per label (the paper: 500k kept)")
+    top_k: int = setting(40, "top-k sampling")
+    top_p: float = setting(0.9, "nucleus sampling")
+    temperature: float = setting(1.0, "sampling temperature")
+    max_new_tokens: int = setting(31, "new tokens per sample (paper code: 40 total incl. ~9 prompt tokens)")
+    dedup: bool = setting(True, "drop exact duplicate texts")
+    min_words: int = setting(0, "drop texts of fewer words (0: keep all, the paper code; original ZeroGen: 10)",
+                             fingerprint="unless_default")
+    shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
+    precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
+                             "with bf16 support, different samples)")
+    batch_size: int = setting(32, "prompts per generate call", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
+        _one_of("generate.precision", self.precision, ("fp32", "bf16"))
+        _check(self.samples_per_label > 0, "generate.samples_per_label must be positive")
+        _check(self.top_k >= 0, "generate.top_k must be >= 0")
+        _check(0.0 < self.top_p <= 1.0, "generate.top_p must be in (0, 1]")
+        _check(self.temperature > 0, "generate.temperature must be positive")
+        _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
+        _check(self.min_words >= 0, "generate.min_words must be >= 0")
+        _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    """Stage 2: pseudo-relabeling with the generator (method-spec section 3)."""
+
+    mode: str = setting("soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label")
+    temperature: float = setting(0.1, "tau_RE")
+    threshold: float = setting(0.2, "T_RE: keep iff p(prompt label) > 1/C + T_RE")
+    drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
+    scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
+                                "or nll | verbalizer")
+    auto_sample: int = setting(256, "auto rule: generated texts (first shard of each stream) scored both ways")
+    centre_scores: bool | None = setting(
+        None, "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
+              "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)")
+    until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
+    max_generated_factor: float = setting(
+        20.0, "until_kept: stop (targets unmet) after generating this many times samples_per_label per label",
+        fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _one_of("relabel.mode", self.mode, ("soft", "hard", "none"))
+        _one_of("relabel.scoring_rule", self.scoring_rule, ("auto", "nll", "verbalizer"))
+        _check(self.auto_sample > 0, "relabel.auto_sample must be positive")
+        _check(self.max_generated_factor >= 1.0, "relabel.max_generated_factor must be >= 1")
+        _check(self.temperature > 0, "relabel.temperature must be positive")
+        _check(0.0 <= self.threshold < 1.0, "relabel.threshold must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """Stage 3: SunGen bi-level sample weighting (method-spec section 4)."""
+
+    enabled: bool = setting(True, "learn weights; off means every sample has weight 1")
+    tam: str = setting("lstm", "task model used inside the bi-level loop")
+    outer_epochs: int = setting(50, "outer iterations")
+    outer_lr: float = setting(5e-2, "Adam lr on theta (paper 5e-2; paper code 0.1)")
+    inner_lr: float | None = setting(None, "inner Adam lr; None: 1e-3 for the LSTM, 2e-5 for transformers")
+    inner_epochs: int = setting(1, "inner epochs per outer iteration")
+    init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
+    robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
+    drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
+    balance_classes: bool = setting(False, "improvement, off = paper: the outer loss gives every class of the "
+                                           "kept validation rows equal total weight (see unigen.weighting.sungen)")
+    valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
+    clip: float = setting(3.0, "max-norm of the theta gradient")
+    keep_top: int | None = setting(200_000, "keep the top-K samples by weight (the paper code's sungen_train_size; "
+                                   "all are kept when fewer)")
+    keep_fraction: float | None = setting(None, "keep this share of samples by weight instead (200k/900k = 0.2222 "
+                                          "is the paper's ratio at its scale)")
+    batch_size: int = setting(32, "inner batch size")
+
+    def __post_init__(self) -> None:
+        _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
+        _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
+        _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
+        _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
+        _check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "weight.keep_fraction must be in (0, 1]")
+
+    def resolved_inner_lr(self) -> float:
+        """``inner_lr``, or 1e-3 for the LSTM and 2e-5 for transformers when unset."""
+        return self.inner_lr if self.inner_lr is not None else DEFAULT_LR[_family(self.tam)]
+
+    def keep_count(self, n: int) -> int:
+        """How many of ``n`` weighted samples are kept."""
+        if self.keep_top is not None:
+            return min(n, self.keep_top)
+        return n if self.keep_fraction is None else max(1, round(n * self.keep_fraction))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage 4: task-model training with SCL and the denoising memory bank (method-spec section 5)."""
+
+    tam: str = setting("minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)")
+    epochs: int | None = setting(None, "None: 5 for the LSTM, 3 for transformers")
+    lr: float | None = setting(None, "None: 1e-3 for the LSTM, 2e-5 for transformers")
+    batch_size: int = setting(32, "training batch size")
+    max_length: int = setting(40, "token limit of the task model's inputs")
+    clip: float = setting(3.0, "gradient max-norm")
+    scl_weight: float = setting(0.5, "alpha: weight of the supervised contrastive loss (0 disables it)")
+    scl_temperature: float = setting(0.2, "tau_SCL")
+    bank_size: int = setting(64, "memory-bank capacity")
+    momentum: float = setting(0.999, "momentum-encoder EMA coefficient")
+    bank_threshold: float = setting(0.8, "T_MB: only samples with weight above this enter the bank")
+    denoise_bank: bool = setting(True, "gate the bank by weight (off: every sample enters)")
+    targets: str = setting("soft", "soft | hard training targets")
+    code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (method-spec 5.2)")
+    valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
+    projection_dim: int = setting(256, "projection head size")
+    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; method-spec 5.3)")
+    lstm_hidden: int = setting(256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)")
+
+    def __post_init__(self) -> None:
+        _one_of("train.targets", self.targets, ("soft", "hard"))
+        _check(self.epochs is None or self.epochs > 0, "train.epochs must be positive")
+        _check(self.lr is None or self.lr > 0, "train.lr must be positive")
+        _check(0.0 < self.valid_fraction < 1.0, "train.valid_fraction must be in (0, 1)")
+        _check(0.0 <= self.momentum < 1.0, "train.momentum must be in [0, 1)")
+        _check(self.lstm_hidden > 0 and self.projection_dim > 0, "train sizes must be positive")
+
+    def resolved_epochs(self) -> int:
+        """``epochs``, or 5 for the LSTM and 3 for transformers when unset (docs/method.md)."""
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[_family(self.tam)]
+
+    def resolved_lr(self) -> float:
+        """``lr``, or 1e-3 for the LSTM and 2e-5 for transformers when unset (docs/method.md)."""
+        return self.lr if self.lr is not None else DEFAULT_LR[_family(self.tam)]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Stage 5: evaluation on the real test sets."""
+
+    datasets: str = setting("all", "all, or a comma-separated list of test-set names")
+    limit: int | None = setting(None, "fixed seeded subsample of at most this many rows per set")
+    sample_seed: int | None = setting(None, "seed of that subsample (None: the run's seed; set it so runs of "
+                                      "different seeds are scored on the same rows)", fingerprint=False)
+    data_dir: str | None = setting(None, "folder with test/ and validation/ (default ../shared/datasets)",
+                                   fingerprint=False)
+    batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit > 0, "evaluate.limit must be None or positive")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole pipeline (``unigen run``): method preset, task models, baselines."""
+
+    method: str = setting("unigen", "unigen | zerogen | sungen (a preset applied under the file and --set values)")
+    domain: str | None = setting(None, "zerogen/sungen: movie | products | restaurant | electronics | tweet")
+    ablations: tuple[str, ...] = setting((), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts")
+    tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
+    baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
+    prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
+
+    def __post_init__(self) -> None:
+        _check(len(self.tams) > 0, "run.tams needs at least one task model")
+        for b in self.baselines:
+            _one_of("run.baselines item", b, ("vader", "prompt"))
+
+
+@dataclass(frozen=True)
+class UniGenConfig:
+    """The whole pipeline."""
+
+    seed: int = setting(42, "run seed; every shard and stage derives its own seed from it")
+    labels: tuple[str, ...] = setting(("negative", "positive"), "label words, index = class id")
+    generator: str = setting("smollm2-135m", "causal LM: registry name, Hub id or local path")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N", fingerprint=False)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    weight: WeightConfig = field(default_factory=WeightConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _check(len(self.labels) >= 2, "labels needs at least two label words")
+        _check(len(set(self.labels)) == len(self.labels), "labels must be distinct")

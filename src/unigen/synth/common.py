@@ -1,0 +1,69 @@
+"""What the generate and relabel runners share: their settings and fingerprints, the generator, the scorer
+and the progress bar.
+
+A stage's *settings* are the part of the config that determines its rows; they are written to its
+manifest and hashed into its fingerprint (:func:`unigen.stages.open_stage`). With ``relabel.until_kept``
+the generated shards depend on the relabel filter, so the generation settings include the relabel and
+scoring settings too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unigen.config import ScoringConfig, UniGenConfig, fingerprint_dict
+from unigen.registry import load_causal_lm, pick_device
+from unigen.stages import fingerprint_of
+
+
+def scoring_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The scoring settings relabeling uses (``scoring.rule`` and ``scoring.template`` belong to the
+    Prompting baseline: relabeling takes its rule from ``relabel.scoring_rule`` and its nll template
+    from the prompt set)."""
+    return {k: v for k, v in fingerprint_dict(cfg.scoring).items() if k not in ("rule", "template")}
+
+
+def generate_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The settings that determine the generated rows (the manifest's config subset)."""
+    out: dict[str, Any] = {"seed": cfg.seed, "labels": list(cfg.labels), "generator": cfg.generator,
+                           "generate": fingerprint_dict(cfg.generate), "until_kept": cfg.relabel.until_kept}
+    if cfg.relabel.until_kept:  # which shards exist then depends on the relabel filter
+        out["relabel"] = fingerprint_dict(cfg.relabel)
+        out["scoring"] = scoring_settings(cfg)
+    return out
+
+
+def generate_fingerprint(cfg: UniGenConfig) -> str:
+    return fingerprint_of("generate", generate_settings(cfg))
+
+
+def relabel_settings(cfg: UniGenConfig) -> dict[str, Any]:
+    """The settings that determine the relabeled rows of a given generation folder."""
+    return {"labels": list(cfg.labels), "generator": cfg.generator, "relabel": fingerprint_dict(cfg.relabel),
+            "scoring": scoring_settings(cfg)}
+
+
+def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
+    return fingerprint_of("relabel", relabel_settings(cfg), upstream={"generate": gen_fingerprint})
+
+
+def load_generator(cfg: UniGenConfig) -> tuple[Any, Any]:
+    """(model, tokenizer) of ``cfg.generator`` on ``cfg.device``."""
+    return load_causal_lm(cfg.generator, device=pick_device(cfg.device))
+
+
+def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None) -> Any:
+    """The relabel scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    from unigen.synth.scoring import FastLMScorer  # torch
+
+    model, tokenizer = lm or load_generator(cfg)
+    return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool, *, initial: int = 0, unit: str = "sample",
+                 **options: Any) -> Any:
+    """A tqdm bar (a no-op one when ``enabled`` is false, i.e. with ``--quiet``)."""
+    from tqdm.auto import tqdm
+
+    options = {"dynamic_ncols": True, "smoothing": 0.1, **options}
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, **options)

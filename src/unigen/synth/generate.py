@@ -1,0 +1,110 @@
+"""Generation stage (``unigen generate``): stage folder, shards on disk, resume, progress bar, data card.
+
+The pure core (post-processing, shard plan, one shard in memory) is :mod:`unigen.synth.generation` and
+the sampler :mod:`unigen.synth.sampling`; the data card is written by :mod:`unigen.synth.cards`.
+
+``generate_stage(cfg, workdir)`` writes ``<workdir>/01_generate/<fingerprint>/`` (layout in
+:mod:`unigen.stages`) and returns it; a finished folder is returned at once. A run killed at any
+moment and started again skips the finished shards, rebuilds the de-duplication set from them and
+produces exactly the rows of an uninterrupted run (shard seeds do not depend on earlier progress).
+
+With ``relabel.until_kept`` the generation is driven by the relabel filter instead
+(:func:`unigen.synth.until_kept.run_until_kept`, both stage folders filled together): call
+:func:`unigen.synth.stage.synthesize`, which picks the right loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unigen.config import UniGenConfig
+from unigen.errors import ConfigError
+from unigen.stages import Stage, open_stage, stage_dir
+from unigen.synth.cards import Acceptance, summarise, write_generation_card
+from unigen.synth.common import generate_fingerprint, generate_settings, load_generator, progress_bar
+from unigen.synth.generation import KeySet, ShardSpec, generate_shard, plan_shards, plan_streams, text_key
+from unigen.synth.prompts import get_prompt_set
+from unigen.synth.sampling import LMSampler, SamplingSettings, TextSampler
+
+
+def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
+    g = cfg.generate
+    return SamplingSettings(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
+
+
+def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> LMSampler:
+    """The fast sampler for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    model, tokenizer = lm or load_generator(cfg)
+    if cfg.generate.precision == "bf16":
+        import copy
+
+        import torch
+
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
+
+
+def open_generation(cfg: UniGenConfig, *, workdir: str | Path | None = None, path: str | Path | None = None) -> Stage:
+    """The generation stage folder of ``cfg`` (``<workdir>/01_generate/<fingerprint>`` or ``path``)."""
+    return open_stage("generate", generate_settings(cfg), workdir=workdir, path=path, seed=cfg.seed)
+
+
+def prompt_stems(cfg: UniGenConfig) -> list[str]:
+    return [p.stem(lab) for p in get_prompt_set(cfg.generate.prompt_set) for lab in cfg.labels]
+
+
+def rebuild_seen(stage: Stage, enabled: bool) -> KeySet | None:
+    """De-duplication keys of every finished shard (``None`` when de-duplication is off)."""
+    if not enabled:
+        return None
+    return KeySet(text_key(r["text"]) for r in stage.iter_rows())
+
+
+def sample_shard(sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
+                 stems: list[str], on_batch: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`generate_shard` with the settings of ``cfg.generate`` (both generation loops use it)."""
+    return generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
+                          on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words)
+
+
+def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,
+              stems: list[str], on_batch: Any = None) -> list[dict[str, Any]]:
+    rows, stats = sample_shard(sampler, spec, cfg, seen, stems, on_batch)
+    stage.write_shard(spec.index, rows, stats)
+    return rows
+
+
+def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,
+                  sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run (or resume, or skip) the fixed-size generation stage in the folder ``out``."""
+    stage = open_generation(cfg, path=out)
+    if stage.complete:
+        return stage.path
+    labels = cfg.labels
+    streams = plan_streams(len(labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label)
+    specs = plan_shards(streams, labels, cfg.generate.shard_size, cfg.seed)
+    done = set(stage.shard_indices())
+    todo = [s for s in specs if s.index not in done]
+    if todo:
+        seen = rebuild_seen(stage, cfg.generate.dedup)
+        sampler = sampler or make_sampler(cfg, lm)
+        stems = prompt_stems(cfg)
+        total = sum(s.size for s in specs)
+        with progress_bar(total, "generate", progress, initial=total - sum(s.size for s in todo)) as bar:
+            counter = Acceptance(bar)
+            for spec in todo:
+                run_shard(stage, sampler, spec, cfg, seen, stems, counter)
+    counts = summarise(stage, [s.index for s in specs], labels)
+    write_generation_card(stage, cfg, counts)
+    stage.finish(counts["totals"], shards=len(specs))
+    return stage.path
+
+
+def generate_stage(cfg: UniGenConfig, workdir: str | Path, progress: bool = True, *,
+                   sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run the fixed-size generation stage under ``workdir`` and return its finished folder."""
+    if cfg.relabel.until_kept:
+        raise ConfigError("relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize")
+    return generate_into(cfg, stage_dir(workdir, "generate", generate_fingerprint(cfg)), progress,
+                         sampler=sampler, lm=lm)

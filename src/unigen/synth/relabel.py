@@ -1,0 +1,159 @@
+"""Relabel stage (``unigen relabel``): one relabel shard per generation shard, resumable, with a data card.
+
+The math (soft labels, filter, rule agreement) is the pure core :mod:`unigen.synth.relabeling`.
+
+``relabel_stage(cfg, workdir, gen_dir)`` writes ``<workdir>/02_relabel/<fingerprint>/`` whose shard
+``i`` holds the rows of generation shard ``i`` plus ``scores``, ``probs``, ``label``, ``confidence``
+and ``keep`` (:mod:`unigen.synth.relabeling`). Downstream stages read the rows with ``keep`` true.
+
+Scoring rule. ``relabel.scoring_rule = auto`` scores a fixed sample (the first rows of the first
+shard of every stream, ``relabel.auto_sample`` in all) with both rules and uses the one whose
+``argmin`` agrees more often with the prompt labels; both agreements and the choice go into the
+manifest (``rule_choice``, reused on resume) and the data card.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unigen.config import UniGenConfig, fingerprint_dict
+from unigen.errors import ConfigError, StageError
+from unigen.stages import Stage, open_stage, stage_dir
+from unigen.synth.cards import write_relabel_card
+from unigen.synth.common import (
+    generate_fingerprint,
+    make_scorer,
+    progress_bar,
+    relabel_fingerprint,
+    relabel_settings,
+)
+from unigen.synth.generation import plan_streams
+from unigen.synth.prompts import get_prompt_set
+from unigen.synth.relabeling import RULES, Scorer, choose_rule, relabel_rows, score_rows
+
+
+def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | None = None,
+                       path: str | Path | None = None) -> Stage:
+    """The relabel stage folder of ``cfg`` for the generation folder ``gen``."""
+    gen_labels = gen.manifest.get("config", {}).get("labels")
+    if gen_labels is not None and list(gen_labels) != list(cfg.labels):
+        raise StageError(f"{gen.path} was generated with labels {gen_labels}, the config has {list(cfg.labels)}")
+    return open_stage("relabel", relabel_settings(cfg), workdir=workdir, path=path,
+                      upstream={"generate": gen.fingerprint}, seed=cfg.seed)
+
+
+def auto_sample(cfg: UniGenConfig, gen: Stage) -> list[dict[str, Any]]:
+    """The rows the ``auto`` rule is chosen on: the first rows of shards ``0 .. streams-1``."""
+    gen_cfg = {**fingerprint_dict(cfg.generate), **gen.manifest.get("config", {}).get("generate", {})}
+    n_streams = len(plan_streams(len(cfg.labels), get_prompt_set(gen_cfg["prompt_set"]),
+                                 gen_cfg["samples_per_label"]))
+    per = math.ceil(cfg.relabel.auto_sample / n_streams)
+    rows: list[dict[str, Any]] = []
+    for i in range(n_streams):
+        if not gen.has_shard(i):
+            raise StageError(f"{gen.path}: shard {i} is missing; the auto rule needs the first shard of "
+                             "every stream")
+        rows.extend(gen.read_shard(i)[:per])
+    return rows
+
+
+def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | None,
+                 progress: bool = False) -> dict[str, Any]:
+    """The scoring rule of this run (chosen once with ``auto``, then read from the manifest)."""
+    if cfg.relabel.mode == "none":
+        return {"rule": "none"}
+    explicit = cfg.relabel.scoring_rule != "auto"
+    centre = cfg.relabel.centre_scores
+    if explicit and not centre:
+        return {"rule": cfg.relabel.scoring_rule}
+    previous = stage.manifest.get("rule_choice")
+    if previous:
+        return previous
+    if scorer is None:
+        raise ConfigError("the auto scoring rule and score centring need a scorer")
+    rules = (cfg.relabel.scoring_rule,) if explicit else RULES
+    choice = {**choose_rule(scorer, auto_sample(cfg, gen), rules=rules, centre=centre, progress=progress),
+              "how": "config" if explicit else "auto"}
+    stage.update(rule_choice=choice)
+    return choice
+
+
+def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, choice: dict[str, Any],
+                  cfg: UniGenConfig, progress: bool = False) -> list[dict[str, Any]]:
+    """Relabel generation shard ``index`` (scores centred by the choice's offset) and write relabel shard ``index``."""
+    t0 = time.time()
+    rows = gen.read_shard(index)
+    rule = choice["rule"]
+    scores = None if rule == "none" else score_rows(scorer, rows, rule, progress)  # type: ignore[arg-type]
+    if scores is not None and choice.get("centred"):
+        scores = scores - np.asarray(choice["offset"])
+    out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
+    kept = sum(r["keep"] for r in out)
+    agree = sum(r["label"] == r["prompt_label"] for r in out)
+    stage.write_shard(index, out, {"index": index, "rows": len(out), "kept": kept, "agree": agree,
+                                   "rule": rule, "seconds": round(time.time() - t0, 3)})
+    return out
+
+
+def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progress: bool = True, *,
+                 scorer: Scorer | None = None, lm: tuple[Any, Any] | None = None) -> Path:
+    """Run (or resume, or skip) the relabel stage of a finished generation folder into ``out``."""
+    gen = Stage.load(gen_dir, "generate")
+    stage = open_relabel_stage(cfg, gen, path=out)
+    if stage.complete:
+        return stage.path
+    indices = gen.shard_indices()
+    todo = [i for i in indices if not stage.has_shard(i)]
+    if todo and cfg.relabel.mode != "none" and scorer is None:
+        scorer = make_scorer(cfg, lm)
+    choice = resolve_rule(cfg, stage, gen, scorer, progress)
+    total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
+    done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
+    with progress_bar(total or 0, f"relabel ({choice['rule']})", progress, initial=done_rows) as bar:
+        kept = seen = 0
+        for i in todo:
+            rows = relabel_shard(stage, gen, i, scorer, choice, cfg, progress)
+            kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
+            bar.update(len(rows))
+            bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)
+    finish_relabel(stage, gen, cfg, indices, choice)
+    write_relabel_card(stage, gen, cfg)
+    return stage.path
+
+
+def finish_relabel(stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any]) -> None:
+    rows = kept = agree = 0
+    seconds = 0.0
+    per_label = [0] * len(cfg.labels)
+    for i in indices:
+        st = stage.read_stats(i)
+        rows, kept, agree, seconds = rows + st["rows"], kept + st["kept"], agree + st["agree"], seconds + st["seconds"]
+    for row in stage.iter_rows(indices):
+        if row["keep"]:
+            per_label[row["label"]] += 1
+    counts = {"rows": rows, "kept": kept, "acceptance": round(kept / rows, 4) if rows else None,
+              "kept_per_label": dict(zip(cfg.labels, per_label)),
+              "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
+              "sentences_per_s": round(rows / seconds, 3) if seconds else None}
+    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices))
+
+
+def relabel_stage(cfg: UniGenConfig, workdir: str | Path, gen_dir: str | Path | None = None,
+                  progress: bool = True, *, scorer: Scorer | None = None,
+                  lm: tuple[Any, Any] | None = None) -> Path:
+    """Run the relabel stage under ``workdir`` and return its finished folder.
+
+    ``gen_dir`` defaults to the generation folder of ``cfg`` under ``workdir``. With ``relabel.until_kept``
+    the two stages run together: use :func:`unigen.synth.stage.synthesize`.
+    """
+    if cfg.relabel.until_kept:
+        raise ConfigError("relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize")
+    gen_dir = Path(gen_dir) if gen_dir is not None else stage_dir(workdir, "generate", generate_fingerprint(cfg))
+    gen = Stage.load(gen_dir, "generate")
+    return relabel_into(cfg, gen_dir, stage_dir(workdir, "relabel", relabel_fingerprint(cfg, gen.fingerprint)),
+                        progress, scorer=scorer, lm=lm)

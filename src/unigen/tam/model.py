@@ -1,0 +1,314 @@
+"""Task models (TAMs): an encoder plus UniGen's shared projection/classifier heads (method-spec 5.4).
+
+Architecture, for an encoder giving a sentence vector ``h`` of size ``d``::
+
+    z      = LayerNorm(tanh(W_p h + b_p))        # (B, 256): the contrastive feature
+    logits = W_c tanh(z) + b_c                    # (B, C)
+
+Encoders:
+
+* ``lstm``: GloVe-initialised embedding -> 1-layer BiLSTM (packed), ``h = [h_fwd; h_bwd]``
+  (:mod:`unigen.tam.lstm`); the vocabulary comes from the training texts.
+* any Hugging Face encoder (registry name such as ``minilm-l6`` / ``mpnet-base``, a local folder or a
+  Hub id such as ``distilbert-base-uncased``): ``h`` = the last hidden state of the first token
+  ([CLS] / <s>).
+
+:class:`TaskModel` is both the ``nn.Module`` that is trained (``model(**model.encode(texts))``
+returns :class:`TAMOutput` with ``.logits`` and ``.features``) and the saved product
+(:meth:`TaskModel.save_pretrained` / :meth:`TaskModel.from_pretrained`, :meth:`TaskModel.predict`).
+A saved folder holds ``unigen_tam.json``, ``model.safetensors`` and either ``vocab.json`` (LSTM) or the
+tokenizer files plus ``encoder/config.json`` (transformers); it loads without the original encoder
+package or the Hub, and nothing in it is a pickle.
+
+For SunGen's weighting loop, which needs a factory returning the same initial weights on every call::
+
+    base = TaskModel.build("lstm", labels, texts=texts, seed=0)   # untrained
+    inputs = base.encode(texts)                                   # dict of (N, L) tensors
+    learn_sample_weights(base.fresh_copy, inputs, targets, ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unigen.errors import ModelNotAvailable
+from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
+
+__all__ = ["TAMOutput", "TAMSpec", "TaskModel", "TransformerEncoder"]
+
+FORMAT = "unigen-tam"
+FORMAT_VERSION = 1
+CONFIG_NAME = "unigen_tam.json"
+WEIGHTS_NAME = "model.safetensors"
+VOCAB_NAME = "vocab.json"
+ENCODER_SUBDIR = "encoder"
+DEFAULT_LSTM_HIDDEN = 256
+
+
+@dataclass
+class TAMOutput:
+    """``logits`` ``(B, C)`` and the projected contrastive ``features`` ``(B, projection_dim)``."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TAMSpec:
+    """What ``unigen_tam.json`` records about a task model."""
+
+    architecture: str  # "lstm" | "transformer"
+    encoder: str  # the name or path it was built from
+    labels: tuple[str, ...]
+    max_length: int = 40
+    projection_dim: int = 256
+    vocab_size: int | None = None  # LSTM only
+    embed_dim: int | None = None  # LSTM only
+    hidden_size: int | None = None  # LSTM only: units per direction
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("lstm", "transformer"):
+            raise ValueError(f"unknown TAM architecture {self.architecture!r}")
+        if len(self.labels) < 2:
+            raise ValueError("a task model needs at least two labels")
+
+
+class TransformerEncoder(nn.Module):
+    """Wraps a Hugging Face ``AutoModel``; the sentence vector is the first token's last hidden state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.output_dim = int(model.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state[:, 0]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the block with the CPU torch RNG seeded (caller's RNG state restored after)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class TaskModel(nn.Module):
+    """A sentiment task model: encoder + projection head + classifier, with its tokenizer.
+
+    Build one with :meth:`build`, load a saved one with :meth:`from_pretrained`.
+
+    Args:
+        spec: the architecture record.
+        encoder: a module mapping ``(input_ids, attention_mask)`` to ``(B, d)``, with ``output_dim``.
+        tokenizer: a :class:`~unigen.tam.lstm.WordTokenizer` (LSTM) or a Hugging Face tokenizer.
+    """
+
+    def __init__(self, spec: TAMSpec, encoder: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        if spec.architecture == "transformer":
+            tokenizer.padding_side = "right"
+        p = spec.projection_dim
+        self.projection = nn.Sequential(nn.Linear(encoder.output_dim, p), nn.Tanh(), nn.LayerNorm(p))
+        self.classifier = nn.Sequential(nn.Tanh(), nn.Linear(p, len(spec.labels)))
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(cls, tam: str, labels: Sequence[str], *, texts: Sequence[str] | None = None,
+              max_length: int = 40, projection_dim: int = 256, lstm_hidden: int = DEFAULT_LSTM_HIDDEN,
+              max_vocab: int = 50_000, vectors: Vectors | None = None, seed: int | None = None) -> TaskModel:
+        """A new, untrained task model (on CPU).
+
+        Args:
+            tam: ``"lstm"`` or an encoder name / folder / Hub id (see :func:`unigen.registry.resolve`).
+            labels: label names, index = class id.
+            texts: training texts; required for the LSTM (its vocabulary is built from them).
+            max_length: token limit of the inputs.
+            projection_dim: size of the contrastive feature.
+            lstm_hidden: LSTM units per direction.
+            max_vocab: LSTM vocabulary cap (including ``<pad>``, ``<unk>``).
+            vectors: LSTM word vectors ``(words, (V, D) array)``; default: the embedded GloVe-6B-50d.
+            seed: seeds every random initialisation (heads, unknown-word vectors, LSTM).
+        """
+        labels = tuple(labels)
+        with _seeded(seed):
+            if tam == "lstm":
+                if texts is None:
+                    raise ValueError("the LSTM task model needs the training texts to build its vocabulary")
+                tokenizer = WordTokenizer.build(texts, max_vocab)
+                matrix, _ = glove_embedding_matrix(tokenizer.tokens, vectors or load_glove())
+                spec = TAMSpec("lstm", "lstm", labels, max_length, projection_dim,
+                               len(tokenizer), matrix.shape[1], lstm_hidden)
+                encoder: nn.Module = LSTMEncoder(len(tokenizer), matrix.shape[1], lstm_hidden, matrix)
+            else:
+                from transformers import AutoModel, AutoTokenizer
+
+                from unigen.registry import from_pretrained, resolve
+
+                path = resolve(tam)
+                tokenizer = from_pretrained(AutoTokenizer, path)
+                encoder = TransformerEncoder(from_pretrained(AutoModel, path, dtype=torch.float32))
+                spec = TAMSpec("transformer", tam, labels, max_length, projection_dim)
+            return cls(spec, encoder, tokenizer)
+
+    def fresh_copy(self) -> TaskModel:
+        """An independent deep copy with the current weights (a ``make_model`` factory for SunGen)."""
+        return copy.deepcopy(self)
+
+    def reinitialise_heads(self) -> None:
+        """New random projection/classifier weights (and LSTM weights for the LSTM; embeddings kept).
+
+        Used for the paper code's independently initialised momentum model (method-spec 5.2 item 2).
+        """
+        for module in (*self.projection, *self.classifier):
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if isinstance(self.encoder, LSTMEncoder):
+            self.encoder.reset_lstm()
+
+    # ------------------------------------------------------------------ forward / encode
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TAMOutput:
+        """``input_ids``/``attention_mask`` ``(B, L)`` -> :class:`TAMOutput` (logits, features)."""
+        features = self.projection(self.encoder(input_ids, attention_mask))
+        return TAMOutput(logits=self.classifier(features), features=features)
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise: ``{"input_ids", "attention_mask"}`` ``(N, L)`` CPU tensors, right-padded to the longest."""
+        texts = list(texts)
+        if self.spec.architecture == "lstm":
+            return self.tokenizer.batch(texts, self.spec.max_length)
+        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.spec.max_length,
+                             return_tensors="pt", return_token_type_ids=False)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    # ------------------------------------------------------------------ prediction
+
+    @torch.no_grad()
+    def _outputs(self, items: list[str], batch_size: int, pick: Callable[[TAMOutput], torch.Tensor],
+                 width: int) -> np.ndarray:
+        """``pick(output)`` for every text, batched, in eval mode (mode restored after)."""
+        bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
+        was_training = self.training
+        self.eval()
+        chunks = [np.zeros((0, width), dtype=np.float32)]
+        try:
+            for start in range(0, len(items), batch_size):
+                batch = {k: v.to(self.device) for k, v in self.encode(items[start:start + batch_size]).items()}
+                chunks.append(pick(self(**batch)).float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        return np.concatenate(chunks)
+
+    def predict_proba(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities: ``(N, C)`` for a list of texts, ``(C,)`` for a single string."""
+        single = isinstance(texts, str)
+        probs = self._outputs([texts] if single else list(texts), batch_size,
+                              lambda out: torch.softmax(out.logits.float(), dim=-1), len(self.labels))
+        return probs[0] if single else probs
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """The contrastive features (projection-head output) ``(N, projection_dim)`` of the texts."""
+        return self._outputs(list(texts), batch_size, lambda out: out.features, self.spec.projection_dim)
+
+    def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:
+        """Label names: a list for a list of texts, one name for a single string."""
+        probs = self.predict_proba(texts, batch_size=batch_size)
+        if probs.ndim == 1:
+            return self.labels[int(probs.argmax())]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(self, path: str | Path, *, training: dict[str, Any] | None = None) -> Path:
+        """Write the model folder (safetensors weights, JSON config, tokenizer); returns its path.
+
+        Args:
+            path: the folder (created if needed; existing files of the same names are replaced).
+            training: optional JSON-able record (e.g. history, best epoch) stored in the config.
+        """
+        from safetensors.torch import save_model
+
+        from unigen import __version__
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.spec.architecture == "lstm":
+            self.tokenizer.save(path / VOCAB_NAME)
+        else:
+            self.tokenizer.save_pretrained(str(path))
+            self.encoder.model.config.save_pretrained(str(path / ENCODER_SUBDIR))
+        save_model(self, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+        record = {"format": FORMAT, "format_version": FORMAT_VERSION, "unigen_version": __version__,
+                  **asdict(self.spec), "num_labels": len(self.labels)}
+        if training is not None:
+            record["training"] = training
+        (path / CONFIG_NAME).write_text(json.dumps(record, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> TaskModel:
+        """Load a folder written by :meth:`save_pretrained` (eval mode, on ``device``).
+
+        ``path`` may also be a train stage folder (``04_train/<fingerprint>``), whose ``model/`` is loaded.
+        A missing folder or one that holds no task model raises :class:`ModelNotAvailable`.
+        """
+        from safetensors.torch import load_model
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelNotAvailable(f"{path}: no such folder (expected a task model written by `unigen train`)")
+        if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+            path = path / "model"  # a train stage folder
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise ModelNotAvailable(f"{path} is not a UniGen task-model folder (no {CONFIG_NAME})")
+        try:
+            record = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelNotAvailable(f"{config_file}: not a valid task-model record ({exc})") from None
+        if record.get("format") != FORMAT or record.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelNotAvailable(f"{config_file}: unsupported format {record.get('format')!r} "
+                                    f"version {record.get('format_version')!r}")
+        fields = {k: record[k] for k in TAMSpec.__dataclass_fields__ if k in record}
+        spec = TAMSpec(**{**fields, "labels": tuple(record["labels"])})
+        if spec.architecture == "lstm":
+            tokenizer: Any = WordTokenizer.load(path / VOCAB_NAME)
+            encoder: nn.Module = LSTMEncoder(spec.vocab_size, spec.embed_dim, spec.hidden_size)
+        else:
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            hf_config = AutoConfig.from_pretrained(str(path / ENCODER_SUBDIR))
+            encoder = TransformerEncoder(AutoModel.from_config(hf_config, dtype=torch.float32))
+        model = cls(spec, encoder, tokenizer)
+        load_model(model, str(path / WEIGHTS_NAME), strict=True)
+        return model.to(device).eval()

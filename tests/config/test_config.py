@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from unigen.config import (
+    ConfigError,
+    GenerateConfig,
+    ScoringConfig,
+    UniGenConfig,
+    dump_yaml,
+    fingerprint,
+    fingerprint_dict,
+    load_config,
+    parse_override,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_matches_dataclass_defaults():
+    assert load_config(ROOT / "configs" / "default.yaml") == UniGenConfig()
+
+
+def test_dump_yaml_round_trips(tmp_path):
+    cfg = load_config(None, ["relabel.temperature=0.5", "labels=[bad, meh, good]", "train.epochs=2"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config(None, ["relabel.temperature=0.1", "scoring.rule=verbalizer", "weight.outer_lr=1",
+                             "scoring.max_total_tokens=40", "generate.dedup=false"])
+    assert cfg.relabel.temperature == 0.1
+    assert cfg.scoring.rule == "verbalizer"
+    assert cfg.weight.outer_lr == 1.0 and isinstance(cfg.weight.outer_lr, float)
+    assert cfg.scoring.max_total_tokens == 40
+    assert cfg.generate.dedup is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("relabel.temprature=0.1", "unknown setting"),
+    ("scoring.rule=bogus", "scoring.rule must be one of"),
+    ("generate.top_k=many", "must be an integer"),
+    ("generate.dedup=3", "true or false"),
+    ("relabel.threshold=1.5", "relabel.threshold"),
+    ("relabel", "section.key=value"),
+    ("labels=[positive]", "at least two"),
+])
+def test_bad_settings_fail_clearly(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_override_yaml_values():
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("a=null") == ("a", None)
+
+
+def test_fingerprint_ignores_output_neutral_settings():
+    base = ScoringConfig()
+    assert fingerprint(base) == fingerprint(ScoringConfig(batch_size=99))
+    assert fingerprint(base) != fingerprint(ScoringConfig(max_text_tokens=40))
+    assert fingerprint(base, "up") != fingerprint(base, "other")
+
+
+def test_settings_added_later_enter_the_fingerprint_only_off_their_default():
+    assert "min_words" not in fingerprint_dict(GenerateConfig())  # cached stages keep their folders
+    assert fingerprint_dict(GenerateConfig(min_words=5))["min_words"] == 5
+    assert fingerprint(GenerateConfig()) != fingerprint(GenerateConfig(min_words=5))
+
+
+def test_default_yaml_is_what_unigen_config_prints(capsys):
+    from unigen.cli import main
+
+    assert main(["config"]) == 0
+    assert capsys.readouterr().out == (ROOT / "configs" / "default.yaml").read_text()

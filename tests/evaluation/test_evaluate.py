@@ -1,0 +1,104 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unigen.cli import main
+from unigen.evaluation.datasets import Dataset
+from unigen.evaluation.evaluate import accuracy, evaluate_classifier, macro_f1
+from unigen.evaluation.tables import format_table
+
+
+def test_metrics_by_hand():
+    y, p = [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]
+    assert accuracy(y, p) == pytest.approx(0.6)
+    # class 1: TP 2, FP 1, FN 1 -> 4/6; class 0: TP 1, FP 1, FN 1 -> 2/4
+    assert macro_f1(y, p) == pytest.approx((4 / 6 + 2 / 4) / 2)
+    assert macro_f1([1, 1], [1, 1]) == pytest.approx(0.5)  # class 0 absent everywhere scores 0
+
+
+class Constant:
+    name = "always-positive"
+
+    def predict_ids(self, texts):
+        return np.ones(len(texts), dtype=int)
+
+
+def test_evaluate_classifier_and_table():
+    sets = [Dataset("sst2", "movie", ["a", "b"], [1, 0]), Dataset("cr", "electronics", ["c"] * 4, [1, 1, 1, 0])]
+    res = evaluate_classifier(Constant(), sets)
+    assert res["sst2"]["accuracy"] == 0.5 and res["cr"]["accuracy"] == 0.75
+    assert res["average"] == pytest.approx(0.625)
+    table = format_table({"const": res})
+    assert "| const | 50.00 / 33.33 | 75.00 / 42.86 | 62.50 |" in table
+    assert "82.15" in table  # the paper's Prompting row beside ours
+
+
+def test_cli_evaluate_vader_writes_schema(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", "vader", "--datasets", "sst2,cr", "--limit", "40", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "40/1821" in printed and "--limit" in printed
+    data = json.loads(out.read_text())
+    assert set(data) == {"sst2", "cr", "average"}
+    assert set(data["sst2"]) == {"accuracy", "macro_f1", "n"} and data["sst2"]["n"] == 40
+    assert data["average"] == pytest.approx((data["sst2"]["accuracy"] + data["cr"]["accuracy"]) / 2)
+
+
+def test_cli_evaluate_prompting_with_tiny_lm(tiny_lm_dir, labelled_jsonl, tmp_path):
+    out = tmp_path / "p.json"
+    code = main(["evaluate", "--model", f"prompt:{tiny_lm_dir}", "--datasets", str(labelled_jsonl),
+                 "--output", str(out), "--set", "scoring.rule=verbalizer"])
+    assert code == 0
+    assert json.loads(out.read_text())["custom"]["n"] == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--model", "vader", "--datasets", "nope"], "unknown dataset 'nope'"),
+    (["evaluate", "--model", "vader", "--set", "scoring.rule=x"], "scoring.rule must be one of"),
+    (["evaluate", "--model", "bogus", "--datasets", "sst2"], "unknown model 'bogus'"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unigen: error:") and message in err and "\n" not in err
+
+
+def test_cli_config_prints_yaml(capsys):
+    assert main(["config", "--set", "relabel.temperature=0.3"]) == 0
+    assert "temperature: 0.3  # tau_RE" in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, unigen.cli; unigen.cli.build_parser(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_train_then_predict_and_evaluate_a_task_model(tmp_path, labelled_jsonl, capsys):
+    from tam_helpers import make_tiny_bert, sentiment_rows
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(24)))
+    model = tmp_path / "model"
+    settings = ["--set", f"train.tam={bert}", "--set", "train.epochs=1", "--set", "train.projection_dim=16"]
+    assert main(["train", "--data", str(rows), "--output", str(model), "--quiet", *settings]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "a great movie"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(model), "--datasets", str(labelled_jsonl), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["custom"]["n"] == 4
+
+
+def test_subsample_follows_sample_seed_not_run_seed():
+    from unigen.config import load_config
+    from unigen.evaluation.evaluate import load_eval_sets
+
+    def rows(*overrides):
+        return load_eval_sets("sst2", load_config(None, list(overrides)), limit=50)[0].texts
+
+    assert rows("seed=1") != rows("seed=2")  # default: the run's seed picks the rows
+    assert rows("seed=1", "evaluate.sample_seed=7") == rows("seed=2", "evaluate.sample_seed=7") == rows("seed=7")

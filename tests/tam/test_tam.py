@@ -1,0 +1,166 @@
+"""Tests for unigen.tam.model / unigen.tam.lstm: tokenizer, encoders, heads, save/load, predict."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from unigen.errors import ModelNotAvailable
+from unigen.tam.lstm import (
+    PAD,
+    UNK,
+    LSTMEncoder,
+    WordTokenizer,
+    glove_embedding_matrix,
+    lstm_parameter_count,
+)
+from unigen.tam.model import TAMOutput, TAMSpec, TaskModel
+
+from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
+
+TEXTS = [r["text"] for r in sentiment_rows(12)]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _build(kind: str, bert_dir, **kw) -> TaskModel:
+    if kind == "lstm":
+        return TaskModel.build("lstm", LABELS, texts=TEXTS, vectors=fake_vectors(), lstm_hidden=8,
+                               projection_dim=16, seed=0, **kw)
+    return TaskModel.build(str(bert_dir), LABELS, projection_dim=16, seed=0, **kw)
+
+
+# ---------------------------------------------------------------- LSTM parts
+
+def test_word_tokenizer_splits_and_builds_vocab():
+    tok = WordTokenizer.build(["Don't stop, it's GOOD good!", "good"])
+    assert tok.split("Don't stop, it's GOOD!") == ["do", "n't", "stop", ",", "it", "'s", "good", "!"]
+    assert tok.tokens[:3] == [PAD, UNK, "good"]  # most frequent first
+    assert tok.encode("good unseenword", 10) == [2, 1]
+    assert tok.encode("   ", 10) == [1]  # never empty (packing needs length >= 1)
+    assert tok.encode("good good good", 2) == [2, 2]
+    batch = tok.batch(["good", "good good !"], 40)
+    assert batch["input_ids"].shape == (2, 3)
+    assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+
+
+def test_vocab_cap():
+    tok = WordTokenizer.build([" ".join(f"w{i}" for i in range(20))], max_vocab=7)
+    assert len(tok) == 7 and tok.tokens[:2] == [PAD, UNK]
+
+
+def test_glove_matrix_copies_known_rows():
+    words, table = fake_vectors()
+    tokens = [PAD, UNK, words[3], "notinglove"]
+    matrix, found = glove_embedding_matrix(tokens, (words, table), generator=torch.Generator().manual_seed(0))
+    assert found == 1
+    assert torch.equal(matrix[0], torch.zeros(table.shape[1]))
+    assert torch.allclose(matrix[2], torch.from_numpy(table[3]))
+    assert 0 < matrix[3].abs().max() < 1.0  # small random vector
+
+
+def test_lstm_under_7m_parameters_with_real_glove_shape():
+    """A 50k-word vocabulary over the real 400k x 50 GloVe table stays under 7M parameters."""
+    words = [f"w{i}" for i in range(400_000)]
+    table = np.zeros((400_000, 50), dtype=np.float32)
+    texts = [" ".join(f"w{i}" for i in range(j, j + 1000)) for j in range(0, 60_000, 1000)]
+    model = TaskModel.build("lstm", LABELS, texts=texts, vectors=(words, table), seed=0)
+    actual = sum(p.numel() for p in model.parameters())
+    assert model.spec.vocab_size == 50_000 and model.spec.embed_dim == 50
+    assert actual == lstm_parameter_count(50_000, 50, model.spec.hidden_size, 256, 2)
+    assert actual < 7_000_000
+
+
+def test_lstm_encoder_ignores_padding():
+    enc = LSTMEncoder(10, 4, 3)
+    ids = torch.tensor([[2, 3, 0, 0]])
+    short = enc(ids[:, :2], torch.ones(1, 2, dtype=torch.long))
+    padded = enc(ids, torch.tensor([[1, 1, 0, 0]]))
+    assert padded.shape == (1, 6) and torch.allclose(short, padded, atol=1e-6)
+
+
+# ---------------------------------------------------------------- both encoders
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_forward_shapes_and_encode(kind, bert_dir):
+    model = _build(kind, bert_dir)
+    batch = model.encode(TEXTS[:3])
+    assert set(batch) == {"input_ids", "attention_mask"} and batch["input_ids"].shape[0] == 3
+    out = model(**batch)
+    assert isinstance(out, TAMOutput)
+    assert out.logits.shape == (3, 2) and out.features.shape == (3, 16)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_save_load_identical_probabilities(kind, bert_dir, tmp_path):
+    source = shutil.copytree(bert_dir, tmp_path / "source")
+    model = _build(kind, source if kind == "bert" else bert_dir)
+    with torch.no_grad():  # move away from the initialisation so a reload that re-inits would differ
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "saved", training={"best_epoch": 1})
+    shutil.rmtree(source)  # the saved folder must not need the original encoder folder
+    loaded = TaskModel.from_pretrained(tmp_path / "saved")
+    assert not loaded.training and loaded.labels == LABELS
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS), model.predict_proba(TEXTS))
+    files = {p.name for p in (tmp_path / "saved").iterdir()}
+    assert {"unigen_tam.json", "model.safetensors"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert ("vocab.json" in files) == (kind == "lstm")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_single_string_gives_single_answer(kind, bert_dir):
+    model = _build(kind, bert_dir)
+    probs = model.predict_proba(TEXTS, batch_size=5)
+    one = model.predict_proba(TEXTS[0])
+    assert probs.shape == (len(TEXTS), 2) and one.shape == (2,)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(one, probs[0], rtol=1e-5, atol=1e-6)
+    assert model.predict(TEXTS[0]) in LABELS
+    labels = model.predict(TEXTS)
+    assert isinstance(labels, list) and len(labels) == len(TEXTS) and set(labels) <= set(LABELS)
+    assert model.predict_proba([]).shape == (0, 2)
+    with pytest.raises(TypeError, match="item 1"):
+        model.predict_proba(["ok", 3])
+
+
+def test_predict_keeps_training_mode_and_grads_off(bert_dir):
+    model = _build("bert", bert_dir)
+    model.train()
+    model.predict_proba(TEXTS[:2])
+    assert model.training
+
+
+def test_fresh_copy_is_independent_and_equal(bert_dir):
+    model = _build("lstm", bert_dir)
+    copy = model.fresh_copy()
+    for (n, a), (_, b) in zip(model.state_dict().items(), copy.state_dict().items()):
+        assert torch.equal(a, b), n
+    with torch.no_grad():
+        next(copy.parameters()).add_(1.0)
+    assert not torch.equal(next(copy.parameters()), next(model.parameters()))
+
+
+def test_build_is_seeded_and_reinitialise_changes_heads(bert_dir):
+    a, b = _build("bert", bert_dir), _build("bert", bert_dir)
+    assert torch.equal(a.projection[0].weight, b.projection[0].weight)
+    emb = a.encoder.model.embeddings.word_embeddings.weight.clone()
+    a.reinitialise_heads()
+    assert not torch.equal(a.projection[0].weight, b.projection[0].weight)
+    assert torch.equal(a.encoder.model.embeddings.word_embeddings.weight, emb)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="training texts"):
+        TaskModel.build("lstm", LABELS)
+    with pytest.raises(ModelNotAvailable, match="not a UniGen task-model folder"):
+        TaskModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="architecture"):
+        TAMSpec("cnn", "x", LABELS)

@@ -1,0 +1,216 @@
+"""Tests for unigen.tam.train / unigen.tam.data / unigen.tam.stage and the train/predict commands, with tiny local models."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import unigen.tam.train as train_mod
+from unigen.cli import main
+from unigen.config import TrainConfig
+from unigen.errors import DataError
+from unigen.tam.data import TrainingData, parse_rows, read_training_rows
+from unigen.tam.memory import MemoryBank
+from unigen.tam.train import split_indices, train_task_model
+
+from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
+
+LSTM = {"tam": "lstm", "lstm_hidden": 8, "projection_dim": 16, "batch_size": 8, "lr": 2e-2}
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _train(rows, seed=0, **overrides):
+    cfg = TrainConfig(**{**LSTM, **overrides})
+    return train_task_model(rows, cfg, LABELS, seed=seed, vectors=fake_vectors(), progress=False)
+
+
+def _accuracy(model, rows):
+    gold = [LABELS[int(np.argmax(r["probs"]))] for r in rows]
+    return float(np.mean([p == g for p, g in zip(model.predict([r["text"] for r in rows]), gold)]))
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_tiny_model_overfits(kind, bert_dir):
+    distinct = sentiment_rows(12)
+    rows = distinct * 32  # one epoch = 44 steps of 8
+    overrides = {"epochs": 1} if kind == "lstm" else {"epochs": 1, "tam": str(bert_dir), "lr": 5e-3}
+    result = _train(rows, **overrides)
+    assert _accuracy(result.model, distinct) == 1.0
+    assert result.best_epoch == 1 and result.completed and not result.model.training
+    assert set(result.history[0]) >= {"loss", "ce", "scl", "valid_acc", "seconds", "samples_per_s"}
+
+
+def _strip_timing(history):
+    return [{k: v for k, v in h.items() if k not in ("seconds", "samples_per_s")} for h in history]
+
+
+@pytest.mark.parametrize("code_faithful", [False, True])
+def test_resume_matches_uninterrupted_run(tmp_path, code_faithful):
+    rows = sentiment_rows(40, weights=True)
+    cfg = TrainConfig(**LSTM, epochs=3, code_faithful=code_faithful, bank_threshold=0.3)
+    common = {"seed": 3, "vectors": fake_vectors(), "progress": False}
+    full = train_task_model(rows, cfg, LABELS, workdir=tmp_path / "a", **common)
+    part = train_task_model(rows, cfg, LABELS, workdir=tmp_path / "b", max_epochs_this_run=1, **common)
+    assert not part.completed and len(part.history) == 1
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = train_task_model(rows, cfg, LABELS, workdir=tmp_path / "b", **common)
+    assert resumed.completed and resumed.best_epoch == full.best_epoch
+    assert _strip_timing(resumed.history) == _strip_timing(full.history)
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    # a finished workdir returns the same result without training again
+    again = train_task_model(rows, cfg, LABELS, workdir=tmp_path / "b", **common)
+    assert _strip_timing(again.history) == _strip_timing(full.history)
+    with pytest.raises(RuntimeError, match="different training run"):
+        train_task_model(rows, cfg, LABELS, workdir=tmp_path / "b", **{**common, "seed": 4})
+
+
+def test_same_seed_same_result_and_split():
+    a, b = _train(sentiment_rows(24), epochs=2), _train(sentiment_rows(24), epochs=2)
+    assert _strip_timing(a.history) == _strip_timing(b.history)
+    train, valid = split_indices(50, 0.1, seed=1)
+    assert len(valid) == 5 and len(train) == 45 and not set(train) & set(valid)
+    assert np.array_equal(valid, split_indices(50, 0.1, seed=1)[1])
+    with pytest.raises(ValueError):
+        split_indices(1, 0.1, seed=0)
+
+
+class _SpyBank(MemoryBank):
+    pushes: list  # (labels pushed, was the gate applied)
+
+    def push(self, features, labels, keep_mask=None):
+        kept = labels if keep_mask is None else labels[keep_mask.to(labels.device)]
+        type(self).pushes.append((kept.tolist(), keep_mask is not None))
+        super().push(features, labels, keep_mask)
+
+
+def _gated_rows():
+    """Positive rows have weight 0.9 (enter the bank), negative rows 0.5 (must not)."""
+    rows = sentiment_rows(40)
+    for r in rows:
+        r["weight"] = 0.9 if r["probs"][1] > 0.5 else 0.5
+    return rows
+
+
+@pytest.mark.parametrize("code_faithful", [False, True])
+def test_memory_bank_gate_in_loop(monkeypatch, code_faithful):
+    _SpyBank.pushes = []
+    monkeypatch.setattr(train_mod, "MemoryBank", _SpyBank)
+    _train(_gated_rows(), epochs=1, code_faithful=code_faithful)
+    pushes = _SpyBank.pushes
+    assert len(pushes) == 5  # 36 training rows / batch 8
+    if code_faithful:  # the first batch enters ungated, as in the paper code
+        assert pushes[0][1] is False and 0 in pushes[0][0]
+        pushes = pushes[1:]
+    assert all(gated for _, gated in pushes)
+    entered = [y for labels, _ in pushes for y in labels]
+    assert entered and set(entered) == {1}
+
+
+def test_gate_off_lets_every_row_in(monkeypatch):
+    _SpyBank.pushes = []
+    monkeypatch.setattr(train_mod, "MemoryBank", _SpyBank)
+    _train(_gated_rows(), epochs=1, denoise_bank=False)
+    assert {y for labels, _ in _SpyBank.pushes for y in labels} == {0, 1}
+
+
+def test_scl_off_builds_no_bank_or_momentum(monkeypatch):
+    _SpyBank.pushes = []
+    monkeypatch.setattr(train_mod, "MemoryBank", _SpyBank)
+    result = _train(sentiment_rows(24), epochs=1, scl_weight=0.0)
+    assert _SpyBank.pushes == [] and result.history[0]["scl"] == 0.0
+    assert result.history[0]["loss"] == pytest.approx(result.history[0]["ce"])
+
+
+def test_weight_ce_and_hard_targets_change_the_loss():
+    rows = sentiment_rows(24, weights=True)
+    base = _train(rows, epochs=1, scl_weight=0.0).history[0]["ce"]
+    assert _train(rows, epochs=1, scl_weight=0.0, weight_ce=True).history[0]["ce"] < base  # weights < 1
+    assert _train(rows, epochs=1, scl_weight=0.0, targets="hard").history[0]["ce"] != base
+
+
+# ---------------------------------------------------------------- data
+
+def _write(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_read_rows_probs_labels_keep_weights(tmp_path):
+    path = _write(tmp_path / "rows.jsonl", [
+        {"text": "good", "probs": [0.2, 0.8], "weight": 0.9},
+        {"text": "dropped", "label": 0, "keep": False},
+        "",
+        {"text": "bad", "label": 0, "weight": 0.1},
+    ])
+    data = read_training_rows(path, 2)
+    assert data.texts == ["good", "bad"] and data.hard_labels().tolist() == [1, 0]
+    np.testing.assert_allclose(data.targets, [[0.2, 0.8], [1.0, 0.0]])
+    np.testing.assert_allclose(data.weights, [0.9, 0.1])
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("{not json", "not valid JSON"),
+    ({"probs": [0.5, 0.5]}, "'text'"),
+    ({"text": "x"}, "'probs' or 'label'"),
+    ({"text": "x", "probs": [0.5, 0.6]}, "sum to"),
+    ({"text": "x", "probs": [1.0]}, "list of 2"),
+    ({"text": "x", "label": 2}, "class id"),
+    ({"text": "x", "label": 1, "weight": "high"}, "'weight'"),
+    ({"text": "x", "label": 1, "keep": "yes"}, "'keep'"),
+    ({"text": "x", "label": 1, "weight": 0.5}, "every kept row"),
+])
+def test_malformed_row_names_file_and_line(tmp_path, bad, match):
+    path = _write(tmp_path / "rows.jsonl", [{"text": "fine", "label": 0}, bad])
+    with pytest.raises(DataError, match=match) as err:
+        read_training_rows(path, 2)
+    assert f"{path}:2" in str(err.value)
+
+
+def test_in_memory_inputs():
+    with pytest.raises(DataError, match=r"rows\[1\]"):
+        parse_rows([{"text": "a", "label": 0}, {"text": "b"}], 2)
+    with pytest.raises(DataError, match="sum to"):
+        TrainingData(["a"], np.array([[0.3, 0.3]]))
+    texts = [r["text"] for r in sentiment_rows(20)]
+    targets = np.array([r["probs"] for r in sentiment_rows(20)])
+    result = _train((texts, targets, None), epochs=1)
+    assert result.history[0]["bank_size"] == 18  # 20 rows - 2 held out, all enter without weights
+
+
+# ---------------------------------------------------------------- CLI runners
+
+def test_train_and_predict_commands(tmp_path, bert_dir, capsys, monkeypatch):
+    data = tmp_path / "rows.jsonl"
+    _write(data, sentiment_rows(30))
+    out = tmp_path / "train"
+    settings = ["--set", f"train.tam={bert_dir}", "--set", "train.epochs=1", "--set", "train.projection_dim=16",
+                "--set", "device=cpu"]
+    assert main(["train", "--data", str(data), "--output", str(out), "--quiet", *settings]) == 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"  # a train stage folder
+    assert (out / "checkpoints" / "metrics.jsonl").is_file()
+    assert not (out / "checkpoints" / "checkpoint.pt").exists()
+    saved = json.loads((out / "model" / "unigen_tam.json").read_text())
+    assert saved["training"]["best_epoch"] == 1 and saved["labels"] == list(LABELS)
+
+    capsys.readouterr()
+    for model in (out, out / "model"):  # the stage folder or its model folder
+        assert main(["predict", "--model", str(model), "a good movie", "bad"]) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [x["text"] for x in lines] == ["a good movie", "bad"]
+        assert all(x["label"] in LABELS and len(x["probs"]) == 2 for x in lines)
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n\nsecond\n"))
+    assert main(["predict", "--model", str(out)]) == 0
+    assert [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()] == ["from stdin", "second"]
