@@ -13,9 +13,9 @@ import pytest
 
 from unigen.config import load_config
 from unigen.evaluation.stage import evaluate_settings, identity_of
-from unigen.pipeline import run_pipeline, stage_status
+from unigen.pipeline import run_pipeline
 from unigen.seeds import derive_seed, epoch_seed
-from unigen.stages import fingerprint_of
+from unigen.stages import fingerprint_of, stage_status
 from unigen.synth.common import generate_fingerprint, relabel_fingerprint
 from unigen.tam.stage import train_settings
 from unigen.tam.train import split_indices

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from unigen.cli import main
 from unigen.config import load_config
-from unigen.pipeline import run_pipeline, stage_status
+from unigen.pipeline import run_pipeline
+from unigen.stages import stage_status
 
 
 def tiny_config(tiny_lm_dir, labelled_jsonl, *extra):

@@ -14,7 +14,6 @@ fixed subsample of ``run.prompt_limit`` rows per set).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 from unigen.config import UniGenConfig, dump_yaml
 from unigen.evaluation.stage import evaluate_stage, identity_of
 from unigen.evaluation.tables import format_table, public_json
-from unigen.stages import MANIFEST, STAGES, atomic_write_json, atomic_write_text
+from unigen.stages import atomic_write_json, atomic_write_text
 from unigen.synth.stage import synthesize
 from unigen.tam.stage import MODEL_DIR, train_stage
 from unigen.weighting.stage import weight_stage
@@ -90,17 +89,3 @@ def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict
                       + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n")
     atomic_write_json(workdir / "run.json", {"timings": timings, "seconds": round(seconds, 1),
                                              "rows": list(rows), "evaluation": first_tam, "stages": stages})
-
-
-def stage_status(workdir: str | Path) -> list[dict[str, Any]]:
-    """Every stage folder under ``workdir`` with its status, counts and time, in stage order."""
-    out = []
-    folders = {s.folder for s in STAGES.values()}
-    for manifest in sorted(Path(workdir).glob(f"*/*/{MANIFEST}")):
-        if manifest.parent.parent.name not in folders:
-            continue
-        m = json.loads(manifest.read_text(encoding="utf-8"))
-        out.append({"stage": manifest.parent.parent.name, "fingerprint": m.get("fingerprint"),
-                    "status": m.get("status"), "counts": m.get("counts", {}),
-                    "seconds": m.get("timings", {}).get("seconds"), "path": str(manifest.parent)})
-    return out

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from unigen import __version__
 from unigen.config import fingerprint
 from unigen.errors import DataError, StageError
 
@@ -105,9 +106,7 @@ def open_stage(name: str, settings: Mapping[str, Any], *, workdir: str | Path | 
 
 def software_versions() -> dict[str, str]:
     """Python, torch, transformers and unigen versions (for manifests)."""
-    import unigen
-
-    out = {"python": platform.python_version(), "unigen": unigen.__version__}
+    out = {"python": platform.python_version(), "unigen": __version__}
     for name in ("torch", "transformers", "numpy"):
         try:
             out[name] = __import__(name).__version__
@@ -340,3 +339,17 @@ class Stage:
 def iter_stage_rows(path: str | Path, stage: str | None = None) -> Iterator[dict[str, Any]]:
     """Stream every row of a finished stage folder, shard by shard."""
     yield from Stage.load(path, stage).iter_rows()
+
+
+def stage_status(workdir: str | Path) -> list[dict[str, Any]]:
+    """Every stage folder under ``workdir`` with its status, counts and time, in stage order."""
+    out = []
+    folders = {s.folder for s in STAGES.values()}
+    for manifest in sorted(Path(workdir).glob(f"*/*/{MANIFEST}")):
+        if manifest.parent.parent.name not in folders:
+            continue
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        out.append({"stage": manifest.parent.parent.name, "fingerprint": m.get("fingerprint"),
+                    "status": m.get("status"), "counts": m.get("counts", {}),
+                    "seconds": m.get("timings", {}).get("seconds"), "path": str(manifest.parent)})
+    return out

@@ -8,9 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from unigen import registry
 from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, config, progress
 from unigen.config import UniGenConfig, dump_yaml, load_config
-from unigen.stages import atomic_write_json, atomic_write_text
+from unigen.errors import CellsFailed
+from unigen.experiment import load_experiment, run_experiment
+from unigen.stages import atomic_write_json, atomic_write_text, stage_status
 
 # ---------------------------------------------------------------- run / status
 
@@ -51,8 +54,6 @@ def add_status(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from unigen.pipeline import stage_status
-
     stages = stage_status(args.workdir)
     if not stages:
         print(f"no stages in {args.workdir}")
@@ -81,9 +82,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from unigen.errors import CellsFailed
-    from unigen.evaluation.tables import render_report
-    from unigen.experiment import load_experiment, run_experiment
+    from unigen.evaluation.tables import render_report  # numpy
 
     exp = load_experiment(args.experiment)
     failed = None
@@ -136,8 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         load_eval_sets,
         subsample_seed,
     )
-    from unigen.evaluation.stage import evaluate_stage, identity_of
-    from unigen.evaluation.tables import format_table, public_json
+    from unigen.evaluation.stage import evaluate_stage, identity_of  # torch for task models and Prompting
+    from unigen.evaluation.tables import format_table, public_json  # numpy
 
     cfg = config(args)
     changes = {"datasets": args.datasets, "limit": args.limit, "data_dir": args.data_dir}
@@ -171,8 +170,6 @@ def add_models(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from unigen import registry
-
     if args.verify is None:
         for m in registry.EMBEDDED.values():
             print(f"{m.name:14s} {m.kind:13s} {m.description}")

@@ -35,7 +35,7 @@ def add_relabel(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run or resume the generation stage and print its folder."""
-    from unigen.synth.generate import generate_into  # torch
+    from unigen.synth.generate import generate_into, generate_stage  # torch
     from unigen.synth.stage import synthesize
 
     cfg = config(args)
@@ -46,8 +46,6 @@ def run_generate(args: argparse.Namespace) -> int:
     elif cfg.relabel.until_kept:
         path = synthesize(cfg, workdir_of(args), progress(args))[0]
     else:
-        from unigen.synth.generate import generate_stage
-
         path = generate_stage(cfg, workdir_of(args), progress(args))
     report(path)
     return 0

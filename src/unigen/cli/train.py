@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
+from unigen.registry import pick_device
 
 _DATA_HELP = ("the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
               "training rows: text + probs (C floats) or label (class id); optional weight, keep")
@@ -89,7 +90,6 @@ def add_predict(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print ``{"text", "label", "probs"}`` JSON lines for ``args.texts`` (or stdin lines); returns 0."""
-    from unigen.registry import pick_device
     from unigen.tam.model import TaskModel  # torch
 
     texts = list(args.texts) if args.texts else [line.rstrip("\n") for line in sys.stdin if line.strip()]

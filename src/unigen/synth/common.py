@@ -1,5 +1,5 @@
-"""What the generate and relabel runners share: their settings and fingerprints, the generator, the scorer
-and the progress bar.
+"""What the generate and relabel runners share: their settings and fingerprints, the generator and the
+progress bar.
 
 A stage's *settings* are the part of the config that determines its rows; they are written to its
 manifest and hashed into its fingerprint (:func:`unigen.stages.open_stage`). With ``relabel.until_kept``
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unigen.config import ScoringConfig, UniGenConfig, fingerprint_dict
+from unigen.config import UniGenConfig, fingerprint_dict
 from unigen.registry import load_causal_lm, pick_device
 from unigen.stages import fingerprint_of
 
@@ -50,14 +50,6 @@ def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
 def load_generator(cfg: UniGenConfig) -> tuple[Any, Any]:
     """(model, tokenizer) of ``cfg.generator`` on ``cfg.device``."""
     return load_causal_lm(cfg.generator, device=pick_device(cfg.device))
-
-
-def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None) -> Any:
-    """The relabel scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
-    from unigen.synth.scoring import FastLMScorer  # torch
-
-    model, tokenizer = lm or load_generator(cfg)
-    return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool, *, initial: int = 0, unit: str = "sample",

@@ -27,7 +27,6 @@ from unigen.stages import Stage, open_stage, stage_dir
 from unigen.synth.cards import write_relabel_card
 from unigen.synth.common import (
     generate_fingerprint,
-    make_scorer,
     progress_bar,
     relabel_fingerprint,
     relabel_settings,
@@ -35,6 +34,7 @@ from unigen.synth.common import (
 from unigen.synth.generation import plan_streams
 from unigen.synth.prompts import get_prompt_set
 from unigen.synth.relabeling import RULES, Scorer, choose_rule, relabel_rows, score_rows
+from unigen.synth.scoring import make_scorer
 
 
 def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | None = None,

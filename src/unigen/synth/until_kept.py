@@ -22,12 +22,13 @@ from typing import Any
 from unigen.config import UniGenConfig
 from unigen.stages import Stage
 from unigen.synth.cards import summarise, write_generation_card, write_relabel_card
-from unigen.synth.common import load_generator, make_scorer, progress_bar
+from unigen.synth.common import load_generator, progress_bar
 from unigen.synth.generate import make_sampler, open_generation, prompt_stems, rebuild_seen, sample_shard
 from unigen.synth.generation import KeySet, Stream, plan_streams, shard_spec
 from unigen.synth.prompts import get_prompt_set
 from unigen.synth.relabel import finish_relabel, open_relabel_stage, relabel_shard, resolve_rule
 from unigen.synth.relabeling import Scorer
+from unigen.synth.scoring import make_scorer
 
 
 class _Loop:

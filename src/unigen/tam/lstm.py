@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from unigen.registry import glove_files
+
 __all__ = [
     "PAD",
     "UNK",
@@ -109,8 +111,6 @@ class WordTokenizer:
 def load_glove() -> Vectors:
     """The embedded GloVe-6B-50d table: (400k words, ``(400000, 50)`` float32 memory map)."""
     import pyarrow.parquet as pq
-
-    from unigen.registry import glove_files
 
     npy, parquet = glove_files()
     words = pq.read_table(parquet).column(0).to_pylist()

@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from unigen import __version__
 from unigen.errors import ModelNotAvailable
+from unigen.registry import from_pretrained, resolve
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
 
 __all__ = ["TAMOutput", "TAMSpec", "TaskModel", "TransformerEncoder"]
@@ -161,8 +163,6 @@ class TaskModel(nn.Module):
             else:
                 from transformers import AutoModel, AutoTokenizer
 
-                from unigen.registry import from_pretrained, resolve
-
                 path = resolve(tam)
                 tokenizer = from_pretrained(AutoTokenizer, path)
                 encoder = TransformerEncoder(from_pretrained(AutoModel, path, dtype=torch.float32))
@@ -256,8 +256,6 @@ class TaskModel(nn.Module):
             training: optional JSON-able record (e.g. history, best epoch) stored in the config.
         """
         from safetensors.torch import save_model
-
-        from unigen import __version__
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
