@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """No progress bars from the libraries either (transformers' "Loading weights", the Hub's downloads)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when they are first imported
+    if "transformers" in sys.modules:  # already imported in this process (an in-process call of main)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def _os_error(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
@@ -40,8 +47,8 @@ def _os_error(exc: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quiet:  # the libraries' own bars too (transformers' "Loading weights")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if args.quiet:
+        _quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except UniGenError as exc:

@@ -90,7 +90,7 @@ def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = 
                     texts.append(_check_text(row[text_field], where))
                     labels.append(_parse_label(row[label_field], where, names))
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{reader.line_num + 1}: not valid UTF-8 ({exc.reason})") from None
+                raise DataError(f"{path}:{_bad_utf8_line(path)}: not valid UTF-8 ({exc.reason})") from None
     else:
         for where, row in iter_jsonl(path):
             if not isinstance(row, dict) or text_field not in row or label_field not in row:
@@ -100,6 +100,17 @@ def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = 
     if not texts:
         raise DataError(f"{path}: no rows")
     return texts, labels
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The number of the first line of ``path`` that is not valid UTF-8."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 1
 
 
 def subsample(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset:
