@@ -53,3 +53,31 @@ def test_quiet_silences_library_progress_bars(tmp_path, monkeypatch):
     missing = tmp_path / "missing.yaml"
     assert main(["experiment", str(missing), "--quiet"]) == 2  # fails cleanly, after reading --quiet
     assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1"
+
+
+def test_stage_commands_chain_into_the_folders_of_run(tmp_path, tiny_lm_dir, labelled_jsonl, capsys):
+    """generate -> relabel -> weight -> train -> evaluate, each reading the previous folder, write exactly the
+    folders `unigen run` writes: the run afterwards reuses every one of them."""
+    work = tmp_path / "work"
+    cfg = tiny_config(tiny_lm_dir, labelled_jsonl)
+    sets = [x for s in [f"generator={tiny_lm_dir}", "device=cpu", "generate.samples_per_label=6",
+                        "generate.shard_size=4", "relabel.threshold=0.0", "relabel.drop_disagreeing=false",
+                        "weight.outer_epochs=1", "train.epochs=1", "train.lstm_hidden=8", "train.projection_dim=8",
+                        "train.tam=lstm", f"evaluate.datasets={labelled_jsonl}"] for x in ("--set", s)]
+
+    def only(stage):
+        (folder,) = (work / stage).iterdir()
+        return str(folder)
+
+    assert main(["generate", "--workdir", str(work), "--quiet", *sets]) == 0
+    assert main(["relabel", "--input", only("01_generate"), "--quiet", *sets]) == 0
+    assert main(["weight", "--data", only("02_relabel"), "--quiet", *sets]) == 0
+    assert main(["train", "--data", only("03_weight"), "--quiet", *sets]) == 0
+    assert main(["evaluate", "--model", only("04_train"), "--workdir", str(work), "--quiet", *sets]) == 0
+    capsys.readouterr()
+    before = {str(m): m.read_text() for m in work.glob("*/*/manifest.json")}
+    assert len(before) == 5
+    run_pipeline(cfg, work, progress=False, log=lambda m: None)
+    after = {str(m): m.read_text() for m in work.glob("*/*/manifest.json")}
+    assert {k: after[k] for k in before} == before  # reused as they are
+    assert [Path(k).parts[-3] for k in set(after) - set(before)] == ["05_evaluate"]  # only VADER is new
