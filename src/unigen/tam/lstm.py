@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from unigen.registry import glove_files
+from unigen.stages import atomic_write_text
 
 __all__ = [
     "PAD",
@@ -100,7 +101,7 @@ class WordTokenizer:
     def save(self, path: str | Path) -> None:
         """Write ``vocab.json`` (``{"pattern", "lowercase", "tokens"}``)."""
         payload = {"pattern": self.pattern, "lowercase": True, "tokens": self.tokens}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False))
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> WordTokenizer:

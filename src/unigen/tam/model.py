@@ -44,6 +44,7 @@ from torch import nn
 from unigen import __version__
 from unigen.errors import ModelNotAvailable
 from unigen.registry import from_pretrained, resolve
+from unigen.stages import atomic_write_text
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
 
 __all__ = ["TAMOutput", "TAMSpec", "TaskModel", "TransformerEncoder"]
@@ -269,7 +270,7 @@ class TaskModel(nn.Module):
                   **asdict(self.spec), "num_labels": len(self.labels)}
         if training is not None:
             record["training"] = training
-        (path / CONFIG_NAME).write_text(json.dumps(record, indent=2))
+        atomic_write_text(path / CONFIG_NAME, json.dumps(record, indent=2))
         return path
 
     @classmethod
