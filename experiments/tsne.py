@@ -3,7 +3,7 @@
     python experiments/tsne.py --model RUN/04_train/<fp>/model --synthetic RUN/03_weight/<fp> \
         --sets sst2,amazon,yelp,cr,tweet --per-set 300 --out results/tsne.png
 
-As in the paper's figure (method-spec 6: perplexity 30, 1000 iterations). Needs matplotlib.
+As in the paper's figure (perplexity 30, 1000 iterations). Needs matplotlib.
 """
 
 from __future__ import annotations

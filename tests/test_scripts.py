@@ -1,18 +1,28 @@
-"""The analysis scripts under experiments/ on small fake stage folders."""
+"""Every script under scripts/ and experiments/ imports (without running main); the analysis scripts on small
+fake stage folders."""
 
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted([*ROOT.glob("scripts/*.py"), *ROOT.glob("experiments/*.py")])
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+def load_script(name, folder="experiments"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[f"{p.parent.name}/{p.name}" for p in SCRIPTS])
+def test_every_script_imports(path):
+    module = load_script(path.stem, path.parent.name)  # the module body runs; main() does not
+    assert callable(getattr(module, "main", None)), f"{path} has no main()"
 
 
 def test_vader_agreement_counts_only_decided_texts():

@@ -1,12 +1,12 @@
 """Method presets and the paper's ablations, as dotted config overrides (data, not code).
 
 * ``unigen``: universal prompt, soft relabeling with filtering, SunGen weights (top-K selection and the
-  denoising memory-bank gate), CE + 0.5 SCL (method-spec 5.5 "Full pipeline").
+  denoising memory-bank gate), CE + 0.5 SCL (docs/method.md §1).
 * ``zerogen``: one domain prompt, generation labels as they are (no relabeling, no filtering), no
-  weighting, CE only (method-spec 1.1 note and 5.5: the paper's baseline is CE-only, INFERRED).
+  weighting, CE only (docs/method.md §1: that the paper's baseline is CE-only is inferred).
 * ``sungen``: ZeroGen's data, SunGen weights with top-K selection, CE only.
 
-Ablations (method-spec 7.2) apply on top of a preset: ``hard-relabel``, ``no-relabel``,
+Ablations (docs/method.md §1) apply on top of a preset: ``hard-relabel``, ``no-relabel``,
 ``no-denoise-bank``, ``no-scl``, ``combined-prompts``.
 """
 

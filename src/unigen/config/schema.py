@@ -80,7 +80,7 @@ class ScoringConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Stage 1: sample synthetic texts from prompts (method-spec section 1)."""
+    """Stage 1: sample synthetic texts from prompts (docs/method.md §2)."""
 
     prompt_set: str = setting("universal", "universal | movie | products | restaurant | electronics | "
                               "tweet | combined")
@@ -111,7 +111,7 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class RelabelConfig:
-    """Stage 2: pseudo-relabeling with the generator (method-spec section 3)."""
+    """Stage 2: pseudo-relabeling with the generator (docs/method.md §4)."""
 
     mode: str = setting("soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label")
     temperature: float = setting(0.1, "tau_RE")
@@ -139,7 +139,7 @@ class RelabelConfig:
 
 @dataclass(frozen=True)
 class WeightConfig:
-    """Stage 3: SunGen bi-level sample weighting (method-spec section 4)."""
+    """Stage 3: SunGen bi-level sample weighting (docs/method.md §5)."""
 
     enabled: bool = setting(True, "learn weights; off means every sample has weight 1")
     tam: str = setting("lstm", "task model used inside the bi-level loop")
@@ -180,7 +180,7 @@ class WeightConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Stage 4: task-model training with SCL and the denoising memory bank (method-spec section 5)."""
+    """Stage 4: task-model training with SCL and the denoising memory bank (docs/method.md §6)."""
 
     tam: str = setting("minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)")
     epochs: int | None = setting(None, "None: 5 for the LSTM, 3 for transformers")
@@ -195,10 +195,10 @@ class TrainConfig:
     bank_threshold: float = setting(0.8, "T_MB: only samples with weight above this enter the bank")
     denoise_bank: bool = setting(True, "gate the bank by weight (off: every sample enters)")
     targets: str = setting("soft", "soft | hard training targets")
-    code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (method-spec 5.2)")
+    code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (docs/method.md §9)")
     valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
     projection_dim: int = setting(256, "projection head size")
-    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; method-spec 5.3)")
+    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; docs/method.md §9)")
     lstm_hidden: int = setting(256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)")
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ row seed ``derive_seed(shard_seed, a)``; the sampler draws row ``a``'s tokens fr
 A shard keeps its first ``size`` accepted attempts in attempt order, so its rows depend only on the
 run seed, the shard index, the settings and the texts of the shards before it (de-duplication).
 
-Post-processing (method-spec 1.3, UniGen code): the continuation after the prompt's opening quote is
+Post-processing (docs/method.md §2, the paper's code): the continuation after the prompt's opening quote is
 cut at its first newline and then at its first double quote, and stripped. Rejected: empty texts,
 prompt echoes (the text contains a prompt stem such as ``The text in positive sentiment is``; the
 paper drops only the exact echo), and with ``dedup`` exact duplicates of any earlier row of the run.

@@ -3,10 +3,10 @@
 A *prompt set* is a tuple of :class:`Prompt` entries (one per domain). Every entry has
 
 * ``generation``: the text the causal LM continues, with a ``{label}`` slot, e.g.
-  ``The text in {label} sentiment is: "`` (method-spec 1.1), and
+  ``The text in {label} sentiment is: "`` (docs/method.md §2), and
 * ``relabel``: the template the relabel stage scores with the paper's mean-NLL rule, with
   ``{label}`` and ``{text}`` slots, e.g. ``The text in {label} sentiment is: "{text}"``. A domain
-  prompt set relabels with its own domain template, as the paper code does (method-spec 3.2).
+  prompt set relabels with its own domain template, as the paper code does (docs/method.md §2).
 
 The label words are not part of the prompts: they come from ``UniGenConfig.labels`` (default
 ``("negative", "positive")``), so a third label (``neutral``) is a config change.

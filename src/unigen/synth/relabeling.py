@@ -11,7 +11,7 @@ Soft label (any ``K``)::
 For ``K = 2`` this is exactly the paper code's ``1 - softmax(S / tau)``: with ``d = S_0 - S_1``,
 ``1 - softmax(S/tau)_0 = e^{S_1/tau} / (e^{S_0/tau} + e^{S_1/tau}) = sigma(-d / tau) = p_0``
 (:func:`paper_binary_probs` keeps the code's form for the tests). For ``K > 2`` the code's form is
-not a distribution; the softmax is the paper's formula (method-spec 3.1).
+not a distribution; the softmax is the paper's formula (docs/method.md §4.1).
 
 Hard label ``h = argmax_k p_k``, confidence ``c = max_k p_k``. The filter keeps ``x`` iff
 
@@ -115,7 +115,7 @@ def agreement(scores: np.ndarray, prompt_labels: Sequence[int]) -> float:
 def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, progress: bool = False) -> np.ndarray:
     """``(N, K)`` scores of generated rows under ``rule``.
 
-    The ``nll`` rule fills each row's own relabel template (its prompt domain's, method-spec 3.2);
+    The ``nll`` rule fills each row's own relabel template (its prompt domain's, docs/method.md §2);
     the ``verbalizer`` rule uses the scorer's verbalizer template for every row.
     """
     if rule not in RULES:

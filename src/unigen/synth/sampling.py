@@ -6,7 +6,7 @@
 2. decodes token by token with top-k / top-p / temperature sampling,
 3. drops a row from the batch (and from the KV cache) as soon as it emits a *stop token*: a token
    whose text contains a newline or a double quote, or end-of-sequence. Post-processing cuts the
-   text there anyway (method-spec 1.3), so the rest would be thrown away, and
+   text there anyway (docs/method.md §2), so the rest would be thrown away, and
 4. refills the freed slots at once with new rows (continuous batching): a new row gets a copy of the
    prompt's cache, left-padded to the batch's cache length and masked, its own position ids, and its
    first token from the prompt's cached next-token logits. So every decoding step runs ``B`` rows

@@ -3,7 +3,7 @@
 Both rules return a score matrix ``S`` of shape ``(N, K)`` where **lower means more likely**, so that
 the prediction is ``argmin_k S[n, k]`` and relabel probabilities are ``softmax(-S / tau_RE)``.
 
-* ``nll`` (the paper's rule, method-spec section 2): ``S[n, k]`` is the mean token negative
+* ``nll`` (the paper's rule, docs/method.md §3): ``S[n, k]`` is the mean token negative
   log-likelihood of ``template.format(label=label_k, text=x_n)`` over tokens 2..T (padding masked
   unless ``include_padding``, the paper code's quirk).
 * ``verbalizer``: ``S[n, k] = -log p(first token of " " + label_k | verbalizer_template(x_n))``, one

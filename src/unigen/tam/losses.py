@@ -1,4 +1,4 @@
-"""Loss functions for UniGen task-model training and SunGen weight learning (method-spec 4 and 5).
+"""Loss functions for UniGen task-model training and SunGen weight learning (docs/method.md §5-6).
 
 All functions are pure and stateless; the memory bank and momentum encoder live in
 :mod:`unigen.tam.memory`.
@@ -28,7 +28,7 @@ def soft_cross_entropy(
 
     ``ce_i = -sum_c t_ic * log softmax(logits_i)_c`` and the result is ``mean_i w_i * ce_i``
     (plain ``mean_i ce_i`` without weights). The weights are not renormalised, so raw SunGen
-    logits (which may be negative, method-spec 5.3) are applied as given.
+    logits (which may be negative, docs/method.md §9) are applied as given.
 
     Args:
         logits: ``(B, C)`` unnormalised class scores.
@@ -93,7 +93,7 @@ def supervised_contrastive_loss(
     Anchors without a positive are skipped; if none has one, a zero connected to ``anchors`` is
     returned. With ``base_temperature`` the loss is multiplied by ``tau / base_temperature``.
 
-    **Code-faithful form** (``code_faithful=True``, method-spec 5.2 items 4-5). The contrast set
+    **Code-faithful form** (``code_faithful=True``, docs/method.md §9, SCL). The contrast set
     is the bank only (the caller enqueues the current batch's momentum features first). Both
     ``P(i)`` and ``A(i)`` are the same-label bank entries, except that ``A(i)`` also drops column
     ``i`` of the first ``B`` bank columns (which the code assumes is anchor ``i`` itself) while
@@ -144,7 +144,7 @@ def supervised_contrastive_loss(
 
 
 def reverse_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, a: float = 10.0) -> torch.Tensor:
-    """Per-sample noise-robust outer loss of SunGen (method-spec 4.2 step 3).
+    """Per-sample noise-robust outer loss of SunGen (docs/method.md §5.2 step 3).
 
     With ``p = softmax(logits)`` and the smoothed target ``q = softmax(a * onehot(y))``::
 

@@ -2,7 +2,7 @@
 
 The vocabulary is built from the training texts (lower-cased, regex word tokens, min count 1, at most
 ``max_vocab`` entries including ``<pad>`` = 0 and ``<unk>`` = 1), following ZeroGen/SunGen's LSTM
-(method-spec 5.4). Embeddings start from GloVe-6B-50d (models.md C1) and are fine-tuned; words that
+(docs/method.md §6.4). Embeddings start from GloVe-6B-50d (the embedded `glove-6b-50d`) and are fine-tuned; words that
 GloVe lacks get small random vectors ``N(0, 0.1^2)``.
 """
 

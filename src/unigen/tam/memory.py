@@ -1,4 +1,4 @@
-"""Denoising memory bank and momentum encoder for UniGen's contrastive loss (method-spec 5.1-5.2)."""
+"""Denoising memory bank and momentum encoder for UniGen's contrastive loss (docs/method.md §6.2-6.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task models (TAMs): an encoder plus UniGen's shared projection/classifier heads (method-spec 5.4).
+"""Task models (TAMs): an encoder plus UniGen's shared projection/classifier heads (docs/method.md §6.4).
 
 Architecture, for an encoder giving a sentence vector ``h`` of size ``d``::
 
@@ -177,7 +177,7 @@ class TaskModel(nn.Module):
     def reinitialise_heads(self) -> None:
         """New random projection/classifier weights (and LSTM weights for the LSTM; embeddings kept).
 
-        Used for the paper code's independently initialised momentum model (method-spec 5.2 item 2).
+        Used for the paper code's independently initialised momentum model (docs/method.md §9, SCL).
         """
         for module in (*self.projection, *self.classifier):
             if hasattr(module, "reset_parameters"):

@@ -1,4 +1,4 @@
-"""Task-model training with soft-label CE, supervised contrast and a denoising memory bank (method-spec 5).
+"""Task-model training with soft-label CE, supervised contrast and a denoising memory bank (docs/method.md §6).
 
 Per step, for a batch ``B`` with targets ``t`` (soft relabel probabilities, or one-hot with
 ``targets=hard``), hard labels ``y = argmax t`` and optional SunGen weights ``w``::
@@ -11,7 +11,7 @@ After the loss the momentum encoder's features of the batch enter the bank (FIFO
 only rows with ``w_i > T_MB`` (the denoising gate; all rows without weights or with ``denoise_bank``
 off). Then Adam steps (grad-norm clip) and the momentum encoder is updated,
 ``theta_k <- m theta_k + (1 - m) theta_q``. ``scl_weight = 0`` drops SCL and the momentum encoder.
-``code_faithful`` reproduces the paper code (method-spec 5.2): the bank is updated with the batch
+``code_faithful`` reproduces the paper code (docs/method.md §9, SCL): the bank is updated with the batch
 *before* the loss (first batch ungated), the code's SCL masks, and an independently initialised
 momentum model.
 

@@ -1,7 +1,7 @@
-"""SunGen bi-level sample weighting (method-spec section 4), model-agnostic core.
+"""SunGen bi-level sample weighting (docs/method.md §5), model-agnostic core.
 
 Per-sample weights ``w = sigmoid(theta)``, ``theta in R^N`` (initialised to ``init_theta``). Each outer
-epoch ``t`` (method-spec 4.2):
+epoch ``t`` (docs/method.md §5.2):
 
 1. ``w = sigmoid(theta)``, detached.
 2. Inner: ``phi_hat`` = a fresh ``make_model()`` (phi_0) trained ``inner_epochs`` over all N rows
