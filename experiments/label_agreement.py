@@ -5,7 +5,8 @@
 For every finished generate stage (labels = prompt labels) and relabel stage (kept rows, labels = the
 relabeled argmax), the share of texts VADER decides (|compound| >= 0.05) and, among those, the share whose
 polarity matches the label. VADER is a fixed lexicon that never saw our data or the test sets, so this is an
-outside, label-free proxy for label noise; it is only a proxy (VADER itself is 68.8% accurate on the test sets).
+outside, label-free proxy for label noise; it is only a proxy (VADER itself is 68.8% accurate on the test
+sets).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ def agreement(texts: list[str], labels: list[int], threshold: float = 0.05) -> t
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     sia = SentimentIntensityAnalyzer()
-    decided = [(c > 0) == (y == 1) for c, y in
-               ((sia.polarity_scores(t)["compound"], y) for t, y in zip(texts, labels)) if abs(c) >= threshold]
+    decided = [
+        (c > 0) == (y == 1)
+        for c, y in ((sia.polarity_scores(t)["compound"], y) for t, y in zip(texts, labels))
+        if abs(c) >= threshold
+    ]
     return len(decided) / max(1, len(texts)), sum(decided) / max(1, len(decided))
 
 
@@ -54,13 +58,19 @@ def main() -> None:
         labels = [r.get("label", r.get("prompt_label")) for r in rows]
         decided, agree = agreement([r["text"] for r in rows], labels)
         gen_cfg = gen.get("generate", {})
-        prompt_set = gen_cfg.get("prompt_set", "?") + (f", {gen_cfg['min_words']}+ words" if gen_cfg.get("min_words")
-                                                       else "")
+        prompt_set = gen_cfg.get("prompt_set", "?") + (
+            f", {gen_cfg['min_words']}+ words" if gen_cfg.get("min_words") else ""
+        )
         lines.append(f"| {m['stage']} `{fp}` | {gen.get('generator', '?')} | {prompt_set}"
                      f" | {m['seed']} | {mode} | {len(rows)} | {100 * decided:.0f}% | {100 * agree:.1f}% |")
-    text = ("# Label agreement of the synthetic data with VADER\n\n" + __doc__.split("\n\n", 2)[2].strip()
-            + f"\n\nCommand: `python experiments/label_agreement.py --workdir {args.workdir} --out {args.out}`\n\n"
-            + "\n".join(lines) + "\n")
+    text = (
+        "# Label agreement of the synthetic data with VADER\n\n"
+        + __doc__.split("\n\n", 2)[2].strip()
+        + "\n\nCommand: `python experiments/label_agreement.py "
+        + f"--workdir {args.workdir} --out {args.out}`\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     Path(args.out).write_text(text)
     print(text)
 

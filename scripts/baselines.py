@@ -37,8 +37,12 @@ METHODS = [  # (name, model spec, scoring overrides)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=200, help="rows per set for Prompting (VADER: full sets)")
-    ap.add_argument("--gemma-limit", type=int, default=60,
-                    help="rows per set for Gemma-3-270M (its 262k-word output layer makes the nll rule slow on CPU)")
+    ap.add_argument(
+        "--gemma-limit",
+        type=int,
+        default=60,
+        help="rows per set for Gemma-3-270M (its 262k-word output layer makes the nll rule slow on CPU)",
+    )
     ap.add_argument("--out", default="results")
     ap.add_argument("--only", default=None, help="comma list of method-name substrings to run")
     args = ap.parse_args()
@@ -77,14 +81,16 @@ def main() -> None:
         "",
         format_table(complete, title="Accuracy / macro-F1 (%)"),
         "",
-        f"VADER: full test sets. Prompting: a fixed seeded subsample of {args.limit} rows per set for SmolLM2 "
-        f"and {args.gemma_limit} for Gemma-3-270M (seed 42, the same rows for every method at equal n); texts cut "
+        f"VADER: full test sets. Prompting: a fixed seeded subsample of {args.limit} rows per set for "
+        f"SmolLM2 and {args.gemma_limit} for Gemma-3-270M (seed 42, the same rows for every method at equal "
+        "n); texts cut "
         "to 128 LM tokens. One standard error of an accuracy is about "
         f"{100 * (0.25 / args.limit) ** 0.5:.1f} points at n = {args.limit} and "
         f"{100 * (0.25 / args.gemma_limit) ** 0.5:.1f} at n = {args.gemma_limit}.",
         "",
-        f"Command: `python scripts/baselines.py --limit {args.limit} --gemma-limit {args.gemma_limit}` (resumable). "
-        f"Machine: 2-core AMD EPYC CPU, no GPU, {machine}; other jobs shared the CPU, so no timings are given.",
+        f"Command: `python scripts/baselines.py --limit {args.limit} --gemma-limit {args.gemma_limit}` "
+        f"(resumable). Machine: 2-core AMD EPYC CPU, no GPU, {machine}; other jobs shared the CPU, so no "
+        "timings are given.",
     ]
     atomic_write_text(out / "baselines.md", "\n".join(text) + "\n")
 

@@ -65,7 +65,11 @@ def bench_generation(model, tok, args) -> tuple[dict, list[dict]]:
                 torch.manual_seed(rep)
                 conts = naive_generate(model, tok, prompt, args.samples, settings, args.batch_size)
                 dt = time.perf_counter() - t0
-                texts = {t for t, _ in map(postprocess, (c.text for c in conts)) if t and not is_prompt_echo(t, STEMS)}
+                texts = {
+                    t
+                    for t, _ in map(postprocess, (c.text for c in conts))
+                    if t and not is_prompt_echo(t, STEMS)
+                }
                 res["naive"].append((len(texts), dt))
                 res["naive_tok"].append((sum(c.n_tokens for c in conts), dt))
             else:
@@ -78,16 +82,25 @@ def bench_generation(model, tok, args) -> tuple[dict, list[dict]]:
                 if side == "ours":
                     res["ours_tok"].append((sampler.tokens_generated - before, dt))
                     rows.extend(out)
-        print(f"  generation rep {rep}: " + ", ".join(f"{k} {v[-1][0] / v[-1][1]:.2f}/s" for k, v in res.items() if v),
-              flush=True)
+        print(
+            f"  generation rep {rep}: "
+            + ", ".join(f"{k} {v[-1][0] / v[-1][1]:.2f}/s" for k, v in res.items() if v),
+            flush=True,
+        )
     naive_r, ours_r = median_rate(res["naive"]), median_rate(res["ours"])
-    out = {"naive_samples_per_s": round(naive_r, 3), "unigen_samples_per_s": round(ours_r, 3),
-           "speedup": round(ours_r / naive_r, 2),
-           "naive_tokens_per_s": round(median_rate(res["naive_tok"]), 1),
-           "unigen_tokens_per_s": round(median_rate(res["ours_tok"]), 1),
-           "tokens_note": "naive samples all max_new_tokens tokens per row; ours stops a row at its first "
-                          "quote/newline/EOS token (post-processing cuts there anyway)",
-           "batch_size": args.batch_size, "samples_per_rep": args.samples, "reps": args.reps, "precision": "fp32"}
+    out = {
+        "naive_samples_per_s": round(naive_r, 3),
+        "unigen_samples_per_s": round(ours_r, 3),
+        "speedup": round(ours_r / naive_r, 2),
+        "naive_tokens_per_s": round(median_rate(res["naive_tok"]), 1),
+        "unigen_tokens_per_s": round(median_rate(res["ours_tok"]), 1),
+        "tokens_note": "naive samples all max_new_tokens tokens per row; ours stops a row at its first "
+        "quote/newline/EOS token (post-processing cuts there anyway)",
+        "batch_size": args.batch_size,
+        "samples_per_rep": args.samples,
+        "reps": args.reps,
+        "precision": "fp32",
+    }
     if ours_bf16:
         bf = median_rate(res["bf16"])
         out.update(unigen_bf16_samples_per_s=round(bf, 3), bf16_speedup=round(bf / naive_r, 2),
@@ -113,8 +126,12 @@ def bf16_generation_check(model, model_bf16, tok, rows, settings) -> dict:
             da[ia[0]], db[ib[0]] = pa[0], pb[0]
             tv.append(0.5 * (da - db).abs().sum())
     k, t = torch.cat(kl), torch.stack(tv)
-    return {"positions": len(t), "kl_full_mean": round(k.mean().item(), 5),
-            "tv_filtered_mean": round(t.mean().item(), 4), "tv_filtered_p95": round(t.quantile(0.95).item(), 4)}
+    return {
+        "positions": len(t),
+        "kl_full_mean": round(k.mean().item(), 5),
+        "tv_filtered_mean": round(t.mean().item(), 4),
+        "tv_filtered_p95": round(t.quantile(0.95).item(), 4),
+    }
 
 
 # ---------------------------------------------------------------- relabel
@@ -128,14 +145,19 @@ def naive_scores(model, tok, texts: list[str], rule: str, cfg: ScoringConfig, bs
     for s in range(0, len(texts), bs):
         chunk = texts[s: s + bs]
         if rule == "verbalizer":
-            enc = tok([cfg.verbalizer_template.format(text=x) for x in chunk], return_tensors="pt", padding=True)
+            enc = tok(
+                [cfg.verbalizer_template.format(text=x) for x in chunk], return_tensors="pt", padding=True
+            )
             logits = model(**enc).logits
             last = enc["attention_mask"].sum(1) - 1
             logp = logits[torch.arange(len(chunk)), last].float().log_softmax(-1)
             out.append((-logp[:, label_ids]).numpy())
         else:
-            enc = tok([cfg.template.format(label=w, text=x) for x in chunk for w in LABELS], return_tensors="pt",
-                      padding=True)
+            enc = tok(
+                [cfg.template.format(label=w, text=x) for x in chunk for w in LABELS],
+                return_tensors="pt",
+                padding=True,
+            )
             logits = model(**enc).logits[:, :-1].float()
             mask = enc["attention_mask"][:, 1:].float()
             nll = F.cross_entropy(logits.transpose(1, 2), enc["input_ids"][:, 1:], reduction="none")
@@ -250,9 +272,12 @@ def bench_memory(args) -> dict:
                 raise RuntimeError(res.stderr[-2000:])
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(f"  rss {runs[-1]}", flush=True)
-    return {"runs": runs, "note": "peak RSS (VmHWM) of one fresh process per stage; 'real' = SmolLM2-135M fp32, "
-            "'fake' = the stage machinery with a fake LM, 1k vs 100k rows (rows stream shard by shard; "
-            "what grows is the 8-byte-per-row de-duplication/statistics key set)"}
+    return {
+        "runs": runs,
+        "note": "peak RSS (VmHWM) of one fresh process per stage; 'real' = SmolLM2-135M fp32, "
+        "'fake' = the stage machinery with a fake LM, 1k vs 100k rows (rows stream shard by shard; "
+        "what grows is the 8-byte-per-row de-duplication/statistics key set)",
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -260,7 +285,9 @@ def bench_memory(args) -> dict:
 def machine(threads: int) -> str:
     cpu = platform.processor() or "cpu"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0]
@@ -299,7 +326,12 @@ def main() -> None:
     gen, rows = bench_generation(model, tok, args)
     print("relabel ...", flush=True)
     rel = bench_relabel(model, tok, [r["text"] for r in rows][: args.samples * 2], args)
-    out = {"generation": gen, "relabel": rel, "model": "smollm2-135m (fp32)", "machine": machine(args.threads)}
+    out = {
+        "generation": gen,
+        "relabel": rel,
+        "model": "smollm2-135m (fp32)",
+        "machine": machine(args.threads),
+    }
     if args.rss:
         del model
         print("memory ...", flush=True)

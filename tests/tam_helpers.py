@@ -49,7 +49,9 @@ def sentiment_rows(n: int, seed: int = 0, *, weights: bool = False) -> list[dict
     frames = ["the {s} was {w} .", "this {s} is really {w} !", "i found it quite {w} .", "so {w} , very {w}"]
     subjects = ["movie", "food", "phone"]
     rows = []
-    for i, (frame, subj) in enumerate(itertools.islice(itertools.cycle(itertools.product(frames, subjects)), n)):
+    for i, (frame, subj) in enumerate(
+        itertools.islice(itertools.cycle(itertools.product(frames, subjects)), n)
+    ):
         label = i % 2
         word = (POSITIVE if label else NEGATIVE)[int(rng.integers(len(POSITIVE)))]
         p = float(rng.uniform(0.75, 0.99))

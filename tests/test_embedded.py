@@ -10,8 +10,12 @@ from unigen.synth.scoring import LMScorer
 
 pytestmark = pytest.mark.slow
 
-POSITIVE = ["I absolutely loved this movie, it was wonderful!", "Great product, works perfectly and I am very happy.",
-            "The food was delicious and the staff were friendly.", "Best purchase I have made all year, highly recommend."]
+POSITIVE = [
+    "I absolutely loved this movie, it was wonderful!",
+    "Great product, works perfectly and I am very happy.",
+    "The food was delicious and the staff were friendly.",
+    "Best purchase I have made all year, highly recommend.",
+]
 NEGATIVE = ["This was the worst movie I have ever seen.", "Terrible product, it broke after one day.",
             "The food was cold and the waiter was rude.", "Awful experience, I want my money back."]
 

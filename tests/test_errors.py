@@ -30,13 +30,23 @@ def bert_dir(tmp_path_factory):
 
 def train_args(bert_dir, data, out, *settings):
     sets = [f"train.tam={bert_dir}", "train.projection_dim=16", "device=cpu", *settings]
-    return ["train", "--data", str(data), "--output", str(out), "--quiet", *[x for s in sets for x in ("--set", s)]]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--quiet",
+        *[x for s in sets for x in ("--set", s)],
+    ]
 
 
 def files(tmp):
     """The bad inputs, written into ``tmp``."""
     (tmp / "rows.jsonl").write_text(ROWS)
-    (tmp / "latin1.jsonl").write_bytes(ROWS.encode() + '{"text": "caf\xe9 ok", "label": 1}\n'.encode("latin-1"))
+    (tmp / "latin1.jsonl").write_bytes(
+        ROWS.encode() + '{"text": "caf\xe9 ok", "label": 1}\n'.encode("latin-1")
+    )
     (tmp / "latin1.csv").write_bytes(b"text,label\nfine,1\n" + "caf\xe9,0\n".encode("latin-1"))
     (tmp / "empty.jsonl").write_text("")
     (tmp / "no_label.csv").write_text("text,sentiment\ngreat,1\n")
@@ -51,15 +61,33 @@ def files(tmp):
 CASES = [  # (argv with {tmp}, what the message must contain)
     (["weight", "--data", "{tmp}/latin1.jsonl", "--output", "{tmp}/w"], "latin1.jsonl:13: not valid UTF-8"),
     (["train", "--data", "{tmp}/latin1.jsonl", "--output", "{tmp}/t"], "latin1.jsonl:13: not valid UTF-8"),
-    (["evaluate", "--model", "vader", "--datasets", "{tmp}/latin1.jsonl"], "latin1.jsonl:13: not valid UTF-8"),
+    (
+        ["evaluate", "--model", "vader", "--datasets", "{tmp}/latin1.jsonl"],
+        "latin1.jsonl:13: not valid UTF-8",
+    ),
     (["evaluate", "--model", "vader", "--datasets", "{tmp}/latin1.csv"], "latin1.csv:3: not valid UTF-8"),
     (["predict", "--model", "{tmp}/missing", "good"], "missing: no such folder"),
     (["predict", "--model", "{tmp}/not_a_model", "good"], "not_a_model is not a UniGen task-model folder"),
-    (["evaluate", "--model", "{tmp}/missing", "--datasets", "{tmp}/rows.jsonl"], "unknown model '{tmp}/missing'"),
-    (["evaluate", "--model", "{tmp}/not_a_model", "--datasets", "{tmp}/rows.jsonl"], "not a UniGen task-model folder"),
-    (["evaluate", "--model", "vader", "--datasets", "{tmp}/no_label.csv"], "no_label.csv:1: missing column(s) label"),
-    (["evaluate", "--model", "vader", "--datasets", "{tmp}/wrong_keys.jsonl"], "wrong_keys.jsonl:1: expected an object"),
-    (["train", "--data", "{tmp}/wrong_keys.jsonl", "--output", "{tmp}/t"], "wrong_keys.jsonl:1: 'text' must be"),
+    (
+        ["evaluate", "--model", "{tmp}/missing", "--datasets", "{tmp}/rows.jsonl"],
+        "unknown model '{tmp}/missing'",
+    ),
+    (
+        ["evaluate", "--model", "{tmp}/not_a_model", "--datasets", "{tmp}/rows.jsonl"],
+        "not a UniGen task-model folder",
+    ),
+    (
+        ["evaluate", "--model", "vader", "--datasets", "{tmp}/no_label.csv"],
+        "no_label.csv:1: missing column(s) label",
+    ),
+    (
+        ["evaluate", "--model", "vader", "--datasets", "{tmp}/wrong_keys.jsonl"],
+        "wrong_keys.jsonl:1: expected an object",
+    ),
+    (
+        ["train", "--data", "{tmp}/wrong_keys.jsonl", "--output", "{tmp}/t"],
+        "wrong_keys.jsonl:1: 'text' must be",
+    ),
     (["weight", "--data", "{tmp}/not_json.jsonl", "--output", "{tmp}/w"], "not_json.jsonl:2: not valid JSON"),
     (["train", "--data", "{tmp}/empty.jsonl", "--output", "{tmp}/t"], "empty.jsonl: no rows to train on"),
     (["weight", "--data", "{tmp}/empty.jsonl", "--output", "{tmp}/w"], "empty.jsonl: no rows to train on"),
@@ -76,7 +104,9 @@ CASES = [  # (argv with {tmp}, what the message must contain)
 ]
 
 
-@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0][:2]) + f" {i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("argv", "message"), CASES, ids=[" ".join(c[0][:2]) + f" {i}" for i, c in enumerate(CASES)]
+)
 def test_bad_input_gives_one_line_and_status_2(tmp_path, capsys, argv, message):
     files(tmp_path)
     code = main([a.format(tmp=tmp_path) for a in argv])
@@ -95,11 +125,16 @@ def test_changed_settings_and_foreign_checkpoints_are_one_line_errors(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("unigen: error: ") and err.count("\n") == 1 and "settings changed" in err
     # a checkpoint of another training run where this one resumes
-    assert main(train_args(bert_dir, tmp_path / "rows.jsonl", tmp_path / "x", "train.epochs=1", "seed=1")) == 0
+    assert (
+        main(train_args(bert_dir, tmp_path / "rows.jsonl", tmp_path / "x", "train.epochs=1", "seed=1")) == 0
+    )
     capsys.readouterr()
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
-    main(train_args(bert_dir, tmp_path / "rows.jsonl", tmp_path / "k", "train.epochs=1") + ["--keep-checkpoint"])
+    main(
+        train_args(bert_dir, tmp_path / "rows.jsonl", tmp_path / "k", "train.epochs=1")
+        + ["--keep-checkpoint"]
+    )
     shutil.copy(tmp_path / "k" / "checkpoints" / "checkpoint.pt", b / "checkpoints" / "checkpoint.pt")
     capsys.readouterr()
     assert main(train_args(bert_dir, tmp_path / "rows.jsonl", b, "train.epochs=1", "seed=7")) == 2
@@ -111,4 +146,6 @@ def test_changed_settings_and_foreign_checkpoints_are_one_line_errors(tmp_path, 
 def test_every_user_error_is_a_unigen_error():
     for cls in (ConfigError, DataError, StageError, GenerationError, ModelNotAvailable, CellsFailed):
         assert issubclass(cls, UniGenError)
-    assert issubclass(ConfigError, ValueError) and issubclass(StageError, RuntimeError)  # older except clauses
+    assert issubclass(ConfigError, ValueError) and issubclass(
+        StageError, RuntimeError
+    )  # older except clauses

@@ -84,19 +84,34 @@ def test_records_are_resumable_and_rendered(exp_file, monkeypatch):
 
 def test_cross_domain_summary_splits_sets_by_training_domain():
     def rec(method, domain, seed, acc):
-        return {"group": "main", "label": "", "method": method, "domain": domain, "ablations": [], "settings": [],
-                "tam": "minilm-l6", "generator": "smollm2-135m", "seed": seed,
-                "accuracy": {s: acc[s] for s in SETS}, "average": sum(acc.values()) / len(SETS)}
+        return {
+            "group": "main",
+            "label": "",
+            "method": method,
+            "domain": domain,
+            "ablations": [],
+            "settings": [],
+            "tam": "minilm-l6",
+            "generator": "smollm2-135m",
+            "seed": seed,
+            "accuracy": {s: acc[s] for s in SETS},
+            "average": sum(acc.values()) / len(SETS),
+        }
 
     # a movie baseline right on its three movie sets and at chance elsewhere; UniGen at 0.7 or 0.8 everywhere
     movie = {s: (1.0 if s in ("sst2", "imdb", "rotten_tomatoes") else 0.5) for s in SETS}
-    records = [rec("zerogen", "movie", 42, movie),
-               rec("unigen", None, 1, dict.fromkeys(SETS, 0.7)), rec("unigen", None, 2, dict.fromkeys(SETS, 0.8))]
+    records = [
+        rec("zerogen", "movie", 42, movie),
+        rec("unigen", None, 1, dict.fromkeys(SETS, 0.7)),
+        rec("unigen", None, 2, dict.fromkeys(SETS, 0.8)),
+    ]
     report = render_report(records, {})
     row = next(line for line in report.splitlines() if line.startswith("| zerogen / movie | sst2"))
     # in-domain 100 vs the paper's (80.06+69.13+74.73)/3; out-of-domain 50 vs 73.6; UniGen 75±7.1; gap 25
-    assert row == ("| zerogen / movie | sst2, imdb, rotten_tomatoes | 100.0 (74.6) | 50.0 (73.6) | 75.0±7.1 (77.8) "
-                   "| 25.0 (4.2) |")
+    assert row == (
+        "| zerogen / movie | sst2, imdb, rotten_tomatoes | 100.0 (74.6) | 50.0 (73.6) | 75.0±7.1 (77.8) "
+        "| 25.0 (4.2) |"
+    )
 
 
 def test_a_failing_cell_is_reported_after_the_others_ran(exp_file, monkeypatch):
@@ -112,7 +127,9 @@ def test_a_failing_cell_is_reported_after_the_others_ran(exp_file, monkeypatch):
 
     monkeypatch.setattr("unigen.pipeline.run_pipeline", fake_run)
     exp = load_experiment(exp_file)
-    with pytest.raises(CellsFailed, match=r"1 cell\(s\) failed: cell 4 \(ZeroGen \(products\).*disk full") as err:
+    with pytest.raises(
+        CellsFailed, match=r"1 cell\(s\) failed: cell 4 \(ZeroGen \(products\).*disk full"
+    ) as err:
         run_experiment(exp, log=lambda m: None)
     assert len(ran) == len(exp.cells) - 1 and "tweet" in ran  # cells after the failure still ran
     assert len(json.loads(exp.output.read_text())) == len(err.value.records) == 4 + 4 + 1 + 1 + 1
@@ -125,7 +142,11 @@ def test_paired_differences_match_seeds():
     from unigen.evaluation.tables import render_paired
 
     ref = [{"seed": 1, "average": 0.60}, {"seed": 2, "average": 0.70}]
-    row = [{"seed": 2, "average": 0.75}, {"seed": 1, "average": 0.61}, {"seed": 9, "average": 0.1}]  # 9: no pair
+    row = [
+        {"seed": 2, "average": 0.75},
+        {"seed": 1, "average": 0.61},
+        {"seed": 9, "average": 0.1},
+    ]  # 9: no pair
     table = render_paired("T", ref, [("w/ x", row, -1.25), ("w/ none", [], None)])
     assert "| w/ x | 2 | +1.0 (seed 1), +5.0 (seed 2) | +3.0 ± 2.8 | -1.2 |" in table
     assert "w/ none" not in table
@@ -137,7 +158,9 @@ def test_committed_paper_matrix_is_valid_and_covers_the_issue():
     from unigen.config import load_config
 
     exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml")
-    configs = [load_config(None, cell.overrides(exp.base)) for cell in exp.cells]  # every cell's overrides parse
+    configs = [
+        load_config(None, cell.overrides(exp.base)) for cell in exp.cells
+    ]  # every cell's overrides parse
     groups = {cell.group for cell in exp.cells}
     assert {"main", "ablation", "generator", "zerogen-relabel"} <= groups
     seeds = {}

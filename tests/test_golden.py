@@ -22,26 +22,74 @@ from unigen.tam.train import split_indices
 from unigen.weighting.stage import weight_settings
 
 GOLDEN = {
-    "default": ((None, []), {
-        "generate": "a2c2bb6f6aec", "relabel": "bdb2955af19f", "weight": "3dd445b1c38b",
-        "train lstm": "0f40fbe8eae6", "evaluate lstm": "29284ff8afbb", "train minilm-l6": "31079bc3f238",
-        "evaluate minilm-l6": "5c3642086bf1", "evaluate vader": "19b999594812", "evaluate prompt": "fa51510ca95b"}),
-    "quick": (("configs/quick.yaml", []), {
-        "generate": "0deb747c9aaa", "relabel": "a793a2310636", "weight": "0ba70442ae64",
-        "train lstm": "a6cfde09c2f3", "evaluate lstm": "dfd323e2f35a", "evaluate vader": "19b999594812",
-        "evaluate prompt": "fa51510ca95b"}),
-    "sungen-movie": ((None, ["run.method=sungen", "run.domain=movie"]), {
-        "generate": "eca978b56553", "relabel": "c3a5218e414f", "weight": "0da57b91aed8",
-        "train lstm": "843f2d72ce06", "evaluate lstm": "dbe81a82e9f9", "train minilm-l6": "91fb56c7f5f0",
-        "evaluate minilm-l6": "7bc7c5d60956", "evaluate vader": "19b999594812", "evaluate prompt": "fa51510ca95b"}),
-    "until-kept": ((None, ["relabel.until_kept=true", "seed=3"]), {
-        "generate": "8aa9335717b3", "relabel": "9330e1b56e30", "weight": "fc51263075b8",
-        "train lstm": "d81e5e3f0c46", "evaluate lstm": "55b79762577a", "train minilm-l6": "e78e3b366b02",
-        "evaluate minilm-l6": "f6c37228fdc0", "evaluate vader": "237803aec927", "evaluate prompt": "92ab7a85d6c2"}),
-    "ablation": ((None, ["run.ablations=[no-scl, hard-relabel]", "evaluate.limit=1000", "generate.min_words=10"]), {
-        "generate": "f2dce71d5836", "relabel": "6237f3aa2370", "weight": "412aae660400",
-        "train lstm": "883c6cae00fb", "evaluate lstm": "726bc3988722", "train minilm-l6": "7b887853bea8",
-        "evaluate minilm-l6": "cb1291d3f527", "evaluate vader": "aacddc05205e", "evaluate prompt": "fa51510ca95b"}),
+    "default": (
+        (None, []),
+        {
+            "generate": "a2c2bb6f6aec",
+            "relabel": "bdb2955af19f",
+            "weight": "3dd445b1c38b",
+            "train lstm": "0f40fbe8eae6",
+            "evaluate lstm": "29284ff8afbb",
+            "train minilm-l6": "31079bc3f238",
+            "evaluate minilm-l6": "5c3642086bf1",
+            "evaluate vader": "19b999594812",
+            "evaluate prompt": "fa51510ca95b",
+        },
+    ),
+    "quick": (
+        ("configs/quick.yaml", []),
+        {
+            "generate": "0deb747c9aaa",
+            "relabel": "a793a2310636",
+            "weight": "0ba70442ae64",
+            "train lstm": "a6cfde09c2f3",
+            "evaluate lstm": "dfd323e2f35a",
+            "evaluate vader": "19b999594812",
+            "evaluate prompt": "fa51510ca95b",
+        },
+    ),
+    "sungen-movie": (
+        (None, ["run.method=sungen", "run.domain=movie"]),
+        {
+            "generate": "eca978b56553",
+            "relabel": "c3a5218e414f",
+            "weight": "0da57b91aed8",
+            "train lstm": "843f2d72ce06",
+            "evaluate lstm": "dbe81a82e9f9",
+            "train minilm-l6": "91fb56c7f5f0",
+            "evaluate minilm-l6": "7bc7c5d60956",
+            "evaluate vader": "19b999594812",
+            "evaluate prompt": "fa51510ca95b",
+        },
+    ),
+    "until-kept": (
+        (None, ["relabel.until_kept=true", "seed=3"]),
+        {
+            "generate": "8aa9335717b3",
+            "relabel": "9330e1b56e30",
+            "weight": "fc51263075b8",
+            "train lstm": "d81e5e3f0c46",
+            "evaluate lstm": "55b79762577a",
+            "train minilm-l6": "e78e3b366b02",
+            "evaluate minilm-l6": "f6c37228fdc0",
+            "evaluate vader": "237803aec927",
+            "evaluate prompt": "92ab7a85d6c2",
+        },
+    ),
+    "ablation": (
+        (None, ["run.ablations=[no-scl, hard-relabel]", "evaluate.limit=1000", "generate.min_words=10"]),
+        {
+            "generate": "f2dce71d5836",
+            "relabel": "6237f3aa2370",
+            "weight": "412aae660400",
+            "train lstm": "883c6cae00fb",
+            "evaluate lstm": "726bc3988722",
+            "train minilm-l6": "7b887853bea8",
+            "evaluate minilm-l6": "cb1291d3f527",
+            "evaluate vader": "aacddc05205e",
+            "evaluate prompt": "fa51510ca95b",
+        },
+    ),
 }
 
 
@@ -51,7 +99,9 @@ def fingerprints(cfg):
     out["relabel"] = relabel_fingerprint(cfg, out["generate"])
     out["weight"] = fingerprint_of("weight", weight_settings(cfg), upstream={"relabel": out["relabel"]})
     for tam in cfg.run.tams:
-        out[f"train {tam}"] = fingerprint_of("train", train_settings(cfg, tam), upstream={"weight": out["weight"]})
+        out[f"train {tam}"] = fingerprint_of(
+            "train", train_settings(cfg, tam), upstream={"weight": out["weight"]}
+        )
         out[f"evaluate {tam}"] = fingerprint_of("evaluate", evaluate_settings(
             cfg, {"train": out[f"train {tam}"]}, cfg.evaluate.limit))
     out["evaluate vader"] = fingerprint_of("evaluate", evaluate_settings(cfg, identity_of("vader", cfg),

@@ -31,11 +31,15 @@ def imported_modules(name: str, path: Path) -> set[str]:
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             # "from unigen.cli import commands" imports the submodule unigen.cli.commands
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names
+            ]
         else:
             continue
         for target in targets:
-            while target and target not in MODULES:  # "import unigen.tam.model.x" -> the longest module prefix
+            while (
+                target and target not in MODULES
+            ):  # "import unigen.tam.model.x" -> the longest module prefix
                 target = target.rpartition(".")[0]
             if target and target != name:
                 out.add(target)
@@ -82,8 +86,11 @@ def test_no_import_cycles():
 
 
 def test_the_command_line_loads_without_torch():
-    code = ("import sys; from unigen.cli import build_parser; build_parser(); "
-            "heavy = sorted(m for m in ('torch', 'transformers', 'numpy.linalg', 'sklearn') if m in sys.modules); "
-            "print(heavy)")
+    code = (
+        "import sys; from unigen.cli import build_parser; build_parser(); "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'numpy.linalg', 'sklearn') "
+        "if m in sys.modules); "
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

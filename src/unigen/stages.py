@@ -1,4 +1,4 @@
-"""The on-disk contract shared by the pipeline stages: the stage table, stage folders, manifests, atomic files.
+"""The on-disk contract of the pipeline stages: the stage table, stage folders, manifests, atomic files.
 
 The five stages, in order (:data:`STAGES`; the folder names and versions are part of every cached run)::
 
@@ -71,7 +71,9 @@ STAGES: dict[str, StageInfo] = {s.name: s for s in (
 )}
 
 
-def stage_fingerprint(stage: str, version: int, *settings: Any, upstream: Mapping[str, str] | None = None) -> str:
+def stage_fingerprint(
+    stage: str, version: int, *settings: Any, upstream: Mapping[str, str] | None = None
+) -> str:
     """Fingerprint of a stage run: stage name, version, settings and upstream fingerprints."""
     return fingerprint({"stage": stage, "version": version}, *settings, dict(upstream or {}))
 
@@ -262,7 +264,9 @@ class Stage:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StageError(f"{path}: not a valid manifest ({exc}); delete the folder to start over") from None
+            raise StageError(
+                f"{path}: not a valid manifest ({exc}); delete the folder to start over"
+            ) from None
 
     @property
     def fingerprint(self) -> str:

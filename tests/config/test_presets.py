@@ -6,7 +6,10 @@ from unigen.config.presets import preset_overrides
 
 def as_overrides(*args, **kwargs):
     """A preset as ``--set`` strings."""
-    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in preset_overrides(*args, **kwargs).items()]
+    return [
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in preset_overrides(*args, **kwargs).items()
+    ]
 
 
 def test_unigen_preset_is_the_default_pipeline():
@@ -25,13 +28,21 @@ def test_zerogen_and_sungen_use_a_domain_prompt_and_no_relabeling():
 def test_ablations_apply_on_top():
     cfg = load_config(None, as_overrides("unigen", ablations=["hard-relabel", "no-denoise-bank", "no-scl"]))
     assert cfg.relabel.mode == "hard" and not cfg.train.denoise_bank and cfg.train.scl_weight == 0
-    assert load_config(None, as_overrides("unigen", ablations=["combined-prompts"])).generate.prompt_set == "combined"
+    assert (
+        load_config(None, as_overrides("unigen", ablations=["combined-prompts"])).generate.prompt_set
+        == "combined"
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (("zerogen",), "needs run.domain"), (("zerogen", "space"), "needs run.domain"), (("unigen", "movie"), "universal"),
-    (("bogus",), "unknown method"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("zerogen",), "needs run.domain"),
+        (("zerogen", "space"), "needs run.domain"),
+        (("unigen", "movie"), "universal"),
+        (("bogus",), "unknown method"),
+    ],
+)
 def test_bad_presets(args, message):
     with pytest.raises(ConfigError, match=message):
         preset_overrides(*args)

@@ -27,7 +27,10 @@ class Constant:
 
 
 def test_evaluate_classifier_and_table():
-    sets = [Dataset("sst2", "movie", ["a", "b"], [1, 0]), Dataset("cr", "electronics", ["c"] * 4, [1, 1, 1, 0])]
+    sets = [
+        Dataset("sst2", "movie", ["a", "b"], [1, 0]),
+        Dataset("cr", "electronics", ["c"] * 4, [1, 1, 1, 0]),
+    ]
     res = evaluate_classifier(Constant(), sets)
     assert res["sst2"]["accuracy"] == 0.5 and res["cr"]["accuracy"] == 0.75
     assert res["average"] == pytest.approx(0.625)
@@ -38,7 +41,10 @@ def test_evaluate_classifier_and_table():
 
 def test_cli_evaluate_vader_writes_schema(tmp_path, capsys):
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--model", "vader", "--datasets", "sst2,cr", "--limit", "40", "--output", str(out)]) == 0
+    assert (
+        main(["evaluate", "--model", "vader", "--datasets", "sst2,cr", "--limit", "40", "--output", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "40/1821" in printed and "--limit" in printed
     data = json.loads(out.read_text())
@@ -89,7 +95,10 @@ def test_cli_train_then_predict_and_evaluate_a_task_model(tmp_path, labelled_jso
     assert main(["predict", "--model", str(model), "a great movie"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(model), "--datasets", str(labelled_jsonl), "--output", str(out)]) == 0
+    assert (
+        main(["evaluate", "--model", str(model), "--datasets", str(labelled_jsonl), "--output", str(out)])
+        == 0
+    )
     assert json.loads(out.read_text())["custom"]["n"] == 4
 
 
@@ -101,4 +110,6 @@ def test_subsample_follows_sample_seed_not_run_seed():
         return load_eval_sets("sst2", load_config(None, list(overrides)), limit=50)[0].texts
 
     assert rows("seed=1") != rows("seed=2")  # default: the run's seed picks the rows
-    assert rows("seed=1", "evaluate.sample_seed=7") == rows("seed=2", "evaluate.sample_seed=7") == rows("seed=7")
+    assert (
+        rows("seed=1", "evaluate.sample_seed=7") == rows("seed=2", "evaluate.sample_seed=7") == rows("seed=7")
+    )

@@ -62,11 +62,21 @@ def test_prompt_echo():
 
 
 def test_prompt_sets_are_data():
-    assert set(PROMPT_SETS) == {"universal", "movie", "products", "restaurant", "electronics", "tweet", "combined"}
+    assert set(PROMPT_SETS) == {
+        "universal",
+        "movie",
+        "products",
+        "restaurant",
+        "electronics",
+        "tweet",
+        "combined",
+    }
     assert len(get_prompt_set("combined")) == 5
     movie = get_prompt_set("movie")[0]
     assert movie.render("neutral") == 'The movie review in neutral sentiment is: "'
-    assert movie.relabel.format(label="positive", text="x") == 'The movie review in positive sentiment is: "x"'
+    assert (
+        movie.relabel.format(label="positive", text="x") == 'The movie review in positive sentiment is: "x"'
+    )
 
 
 @pytest.mark.parametrize("override, match", [
@@ -126,15 +136,21 @@ def test_sampler_matches_a_full_forward_and_ignores_batch_size(make):
     settings = SamplingSettings(top_k=40, top_p=0.9, max_new_tokens=12)
     seeds = list(range(7))
     rows = LMSampler(model, tok, settings, batch_size=3).sample(PROMPT, seeds)
-    assert [r.text for r in rows] == [r.text for r in LMSampler(model, tok, settings, batch_size=7).sample(PROMPT, seeds)]
-    fixed = LMSampler(model, tok, settings, batch_size=3, refill=False).sample(PROMPT, seeds)  # no continuous batching
+    assert [r.text for r in rows] == [
+        r.text for r in LMSampler(model, tok, settings, batch_size=7).sample(PROMPT, seeds)
+    ]
+    fixed = LMSampler(model, tok, settings, batch_size=3, refill=False).sample(
+        PROMPT, seeds
+    )  # no continuous batching
     assert [r.ids for r in fixed] == [r.ids for r in rows]
     prompt_ids = tok(PROMPT)["input_ids"]
     uniforms = row_uniforms(seeds, settings.max_new_tokens)
     sampler = LMSampler(model, tok, settings)
     for i, row in enumerate(rows):  # replay each row without the cache: same tokens, stop where expected
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([prompt_ids + list(row.ids)])).logits[0, len(prompt_ids) - 1:]
+            logits = model(input_ids=torch.tensor([prompt_ids + list(row.ids)])).logits[
+                0, len(prompt_ids) - 1 :
+            ]
         for step, token in enumerate(row.ids):
             ids, probs = filtered_distribution(logits[step: step + 1], settings)
             assert sample_tokens(ids, probs, uniforms[i, step: step + 1]).item() == token
@@ -145,8 +161,13 @@ def test_sampler_matches_a_full_forward_and_ignores_batch_size(make):
 def test_greedy_equals_hf_generate():
     model, tok = tiny_llama()
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
-    ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=10,
-                         pad_token_id=tok.pad_token_id)
+    ref = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=10,
+        pad_token_id=tok.pad_token_id,
+    )
     ours = LMSampler(model, tok, SamplingSettings(top_k=1, max_new_tokens=10)).sample(PROMPT, [0, 1])
     expected = postprocess(tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True))
     assert [postprocess(r.text) for r in ours] == [expected, expected]
@@ -173,7 +194,9 @@ def test_generate_shard_min_words_rejects_short_texts():
     spec = plan_shards(plan_streams(2, get_prompt_set("universal"), 6), ("negative", "positive"), 6, 42)[1]
     stems = ["The text in negative sentiment is", "The text in positive sentiment is"]
     plain, plain_stats = generate_shard(FakeSampler(), spec, prompt_set="universal", stems=stems, seen=set())
-    rows, stats = generate_shard(FakeSampler(), spec, prompt_set="universal", stems=stems, seen=set(), min_words=3)
+    rows, stats = generate_shard(
+        FakeSampler(), spec, prompt_set="universal", stems=stems, seen=set(), min_words=3
+    )
     assert min(len(r["text"].split()) for r in plain) < 3 and "short" not in plain_stats["rejected"]
     assert len(rows) == 6 and all(len(r["text"].split()) >= 3 for r in rows)
     assert stats["rejected"]["short"] > 0
@@ -198,7 +221,9 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, prompt_set):
                      .iter_rows())
     for fail_after in (1, 3, 5):  # killed mid-run, repeatedly, each time with a partial file left behind
         try:
-            out = generate_stage(cfg, tmp_path / "b", progress=False, sampler=FakeSampler(fail_after=fail_after))
+            out = generate_stage(
+                cfg, tmp_path / "b", progress=False, sampler=FakeSampler(fail_after=fail_after)
+            )
             break
         except Killed:
             shard_dir = next((tmp_path / "b").glob("01_generate/*/shards"))

@@ -66,10 +66,16 @@ def test_modes():
     scores = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.01]])
     y = [0, 0, 1]
     soft = relabel_arrays(scores, y, 2, RelabelConfig(mode="soft"))
-    assert np.allclose(soft["probs"], soft_labels(scores, 0.1)) and soft["keep"].tolist() == [True, False, False]
+    assert np.allclose(soft["probs"], soft_labels(scores, 0.1)) and soft["keep"].tolist() == [
+        True,
+        False,
+        False,
+    ]
     assert soft["label"].tolist() == [0, 1, 0]
     hard = relabel_arrays(scores, y, 2, RelabelConfig(mode="hard"))
-    assert hard["probs"].tolist() == [[1, 0], [0, 1], [1, 0]] and hard["keep"].tolist() == soft["keep"].tolist()
+    assert (
+        hard["probs"].tolist() == [[1, 0], [0, 1], [1, 0]] and hard["keep"].tolist() == soft["keep"].tolist()
+    )
     none = relabel_arrays(None, y, 2, RelabelConfig(mode="none"))
     assert none["probs"].tolist() == [[1, 0], [1, 0], [0, 1]] and none["keep"].all()
 
@@ -132,9 +138,19 @@ def test_relabel_stage_end_to_end(tmp_path):
     assert st.manifest["rule"] == "verbalizer" and st.manifest["rule_choice"]["agreement"]["nll"] == 0.0
     assert 0 < st.manifest["counts"]["kept"] < 16  # the weak '#' rows fall below T_RE
     card = (out / "datacard.md").read_text()
-    for part in ("## Counts", "acceptance", "distinct_2", "Agreement of each rule", "nll 0.0%", "### negative", "[1.00, 0.00]"):
+    for part in (
+        "## Counts",
+        "acceptance",
+        "distinct_2",
+        "Agreement of each rule",
+        "nll 0.0%",
+        "### negative",
+        "[1.00, 0.00]",
+    ):
         assert part in card
-    assert relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels, fail_after=0)) == out
+    assert (
+        relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels, fail_after=0)) == out
+    )
 
 
 def test_three_labels_end_to_end(tmp_path):
@@ -154,8 +170,12 @@ def test_relabel_kill_and_resume(tmp_path):
     ref = list(Stage.load(relabel_stage(cfg, tmp_path / "a", gen, progress=False,
                                         scorer=FakeScorer(cfg.labels, invert_nll=False))).iter_rows())
     with pytest.raises(Killed):
-        relabel_stage(cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, 2, invert_nll=False))
-    out = relabel_stage(cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, invert_nll=False))
+        relabel_stage(
+            cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, 2, invert_nll=False)
+        )
+    out = relabel_stage(
+        cfg, tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels, invert_nll=False)
+    )
     assert list(Stage.load(out).iter_rows()) == ref and all(set(r["probs"]) <= {0.0, 1.0} for r in ref)
 
 
@@ -168,14 +188,20 @@ def test_mode_none_needs_no_model(tmp_path):
 
 def test_until_kept_reaches_targets_and_resumes(tmp_path):
     cfg = cfg_for("relabel.until_kept=true")
-    gen, rel = run_until_kept(cfg, tmp_path / "a", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    gen, rel = run_until_kept(
+        cfg, tmp_path / "a", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels)
+    )
     kept = Stage.load(rel).manifest["counts"]["kept_per_label"]
     assert min(kept.values()) >= 8 and Stage.load(rel).manifest["targets_met"] is True
     ref = list(Stage.load(rel).iter_rows())
     for fail in (2, 4):
         with pytest.raises(Killed):
-            run_until_kept(cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels, fail))
-    _, rel_b = run_until_kept(cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+            run_until_kept(
+                cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels, fail)
+            )
+    _, rel_b = run_until_kept(
+        cfg, tmp_path / "b", False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels)
+    )
     assert list(Stage.load(rel_b).iter_rows()) == ref
     assert synthesize(cfg, tmp_path / "a", progress=False) == (gen, rel)  # the pipeline's entry point agrees
     with pytest.raises(ConfigError, match="synthesize"):
@@ -199,8 +225,11 @@ def saved_llama(tmp_path_factory):
 
 
 def test_cli_commands_with_a_tiny_model_on_disk(tmp_path, capsys, saved_llama):
-    settings = [x for o in ("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.auto_sample=8", *BASE)
-                for x in ("--set", o)]
+    settings = [
+        x
+        for o in ("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.auto_sample=8", *BASE)
+        for x in ("--set", o)
+    ]
     assert main(["generate", "--workdir", str(tmp_path / "w"), "--no-progress", *settings]) == 0
     gen = next((tmp_path / "w" / "01_generate").iterdir())
     assert main(["relabel", "--input", str(gen), "--quiet", *settings]) == 0

@@ -15,7 +15,9 @@ LABELS = ("negative", "positive")
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval(), AutoTokenizer.from_pretrained(tiny_lm_dir)
+    return AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval(), AutoTokenizer.from_pretrained(
+        tiny_lm_dir
+    )
 
 
 def naive_nll(model, tokenizer, string):
@@ -48,7 +50,9 @@ def test_verbalizer_rule_matches_naive_loop(lm, calibrate):
     cfg = ScoringConfig(rule="verbalizer", calibrate=calibrate, batch_size=3)
     got = LMScorer(model, tok, LABELS, cfg).scores(TEXTS)
     prompt = cfg.verbalizer_template.format
-    want = np.array([[-naive_next_token_logp(model, tok, prompt(text=t), lab) for lab in LABELS] for t in TEXTS])
+    want = np.array(
+        [[-naive_next_token_logp(model, tok, prompt(text=t), lab) for lab in LABELS] for t in TEXTS]
+    )
     if calibrate:
         want -= np.array([-naive_next_token_logp(model, tok, prompt(text="N/A"), lab) for lab in LABELS])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

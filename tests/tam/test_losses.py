@@ -77,7 +77,9 @@ def test_scl_paper_form_without_bank_and_unpaired_anchor(data):
 
 def test_scl_no_positive_gives_connected_zero():
     anchors = torch.randn(3, 4, requires_grad=True)
-    loss = supervised_contrastive_loss(anchors, torch.tensor([0, 1, 2]), torch.randn(2, 4), torch.tensor([5, 6]))
+    loss = supervised_contrastive_loss(
+        anchors, torch.tensor([0, 1, 2]), torch.randn(2, 4), torch.tensor([5, 6])
+    )
     assert loss.item() == 0.0 and loss.grad_fn is not None
     loss.backward()
     assert torch.equal(anchors.grad, torch.zeros_like(anchors))

@@ -1,4 +1,4 @@
-"""Tests for unigen.tam.train / unigen.tam.data / unigen.tam.stage and the train/predict commands, with tiny local models."""
+"""Tests for unigen.tam.train / .data / .stage and the train and predict commands, with tiny local models."""
 
 from __future__ import annotations
 
@@ -196,8 +196,16 @@ def test_train_and_predict_commands(tmp_path, bert_dir, capsys, monkeypatch):
     data = tmp_path / "rows.jsonl"
     _write(data, sentiment_rows(30))
     out = tmp_path / "train"
-    settings = ["--set", f"train.tam={bert_dir}", "--set", "train.epochs=1", "--set", "train.projection_dim=16",
-                "--set", "device=cpu"]
+    settings = [
+        "--set",
+        f"train.tam={bert_dir}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.projection_dim=16",
+        "--set",
+        "device=cpu",
+    ]
     assert main(["train", "--data", str(data), "--output", str(out), "--quiet", *settings]) == 0
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"  # a train stage folder
     assert (out / "checkpoints" / "metrics.jsonl").is_file()

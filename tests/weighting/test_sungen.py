@@ -166,7 +166,9 @@ def test_resume_gives_identical_theta(tmp_path):
 def test_reverse_ce_values():
     logits = torch.zeros(1, 2)  # p = (0.5, 0.5); -log q_y = log(1 + e^-10), -log q_other = 10 + that
     expected = 0.5 * math.log1p(math.exp(-10)) + 0.5 * (10 + math.log1p(math.exp(-10)))
-    assert float(reverse_cross_entropy(logits, torch.tensor([0]), a=10.0)) == pytest.approx(expected, rel=1e-6)
+    assert float(reverse_cross_entropy(logits, torch.tensor([0]), a=10.0)) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_outer_loss_ignores_lowest_weighted_rows():
@@ -223,7 +225,9 @@ def test_balanced_outer_loss_weights_classes_equally():
     labels[kept.nonzero().flatten()[1::2]] = 1
     targets = nn.functional.one_hot(labels, 2).float()
     g_off, loss_off = outer_gradient(model, {"x": x}, targets, weights, torch.arange(n), **kw)
-    g_on, loss_on = outer_gradient(model, {"x": x}, targets, weights, torch.arange(n), **kw, balance_classes=True)
+    g_on, loss_on = outer_gradient(
+        model, {"x": x}, targets, weights, torch.arange(n), **kw, balance_classes=True
+    )
     assert loss_on == loss_off and all(torch.equal(a, b) for a, b in zip(g_on, g_off))
 
     labels = (torch.arange(n) % 3 == 0).long()  # a third of the rows in class 1
@@ -237,7 +241,9 @@ def test_balanced_outer_loss_weights_classes_equally():
     direct = (factors * rce)[kept].mean()
     for gr, ref in zip(g, torch.autograd.grad(direct, list(model.parameters()))):
         torch.testing.assert_close(gr, ref)
-    assert loss == pytest.approx(float(rce[kept].mean().detach()), rel=1e-6)  # the reported loss stays unweighted
+    assert loss == pytest.approx(
+        float(rce[kept].mean().detach()), rel=1e-6
+    )  # the reported loss stays unweighted
 
 
 def test_top_k_indices_descending_and_stable():

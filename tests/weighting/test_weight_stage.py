@@ -102,7 +102,9 @@ def test_lstm_hypergradient_matches_per_sample_closed_form():
     expected = torch.zeros(12)
     for i in range(12):
         row = {k: v[i:i + 1] for k, v in inputs.items()}
-        grads = torch.autograd.grad(soft_cross_entropy_per_sample(model(**row).logits, targets[i:i + 1]).sum(), params)
+        grads = torch.autograd.grad(
+            soft_cross_entropy_per_sample(model(**row).logits, targets[i : i + 1]).sum(), params
+        )
         if i == 0:  # the embedding rows of words not in row 0 stay zero, but no tensor is missing
             assert all(gr is not None for gr in grads)
         expected[i] = -0.1 * s[i] * (1 - s[i]) / s.sum() * sum((gr * gi).sum() for gr, gi in zip(grads, g))
@@ -129,10 +131,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "learn_sample_weights", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
-        weight_file(tmp_path / "rows.jsonl", cfg, path=tmp_path / "resumed", progress=False, vectors=fake_vectors())
+        weight_file(
+            tmp_path / "rows.jsonl", cfg, path=tmp_path / "resumed", progress=False, vectors=fake_vectors()
+        )
     assert (tmp_path / "resumed" / "state.pt").is_file()
     monkeypatch.setattr(stage, "learn_sample_weights", real)
-    weight_file(tmp_path / "rows.jsonl", cfg, path=tmp_path / "resumed", progress=False, vectors=fake_vectors())
+    weight_file(
+        tmp_path / "rows.jsonl", cfg, path=tmp_path / "resumed", progress=False, vectors=fake_vectors()
+    )
     assert weighted(tmp_path / "full") == weighted(tmp_path / "resumed")
 
 
@@ -150,7 +156,9 @@ def test_keep_count():
 
 
 def test_cli_weight_rejects_malformed_rows(tmp_path, capsys):
-    (tmp_path / "bad.jsonl").write_text('{"text": "fine", "probs": [0.5, 0.5]}\n{"text": "x", "probs": [2]}\n')
+    (tmp_path / "bad.jsonl").write_text(
+        '{"text": "fine", "probs": [0.5, 0.5]}\n{"text": "x", "probs": [2]}\n'
+    )
     assert main(["weight", "--data", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
 

@@ -18,9 +18,19 @@ from unigen.cli.common import add_quiet
 from unigen.errors import UniGenError
 
 #: the subcommands in the order ``unigen --help`` lists them: the pipeline, then its stages, then tools
-COMMANDS = (commands.add_run, commands.add_status, commands.add_experiment, synth.add_generate, synth.add_relabel,
-            train.add_weight, train.add_train, commands.add_evaluate, train.add_predict, commands.add_models,
-            commands.add_config)
+COMMANDS = (
+    commands.add_run,
+    commands.add_status,
+    commands.add_experiment,
+    synth.add_generate,
+    synth.add_relabel,
+    train.add_weight,
+    train.add_train,
+    commands.add_evaluate,
+    train.add_predict,
+    commands.add_models,
+    commands.add_config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

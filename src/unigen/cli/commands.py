@@ -69,10 +69,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- experiment
 
 def add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("experiment", help="run a matrix of pipeline cells (the paper's tables), resumably",
-                       description="Runs the cells of an experiment YAML (see unigen.experiment) into one work "
-                                   "folder, appends one record per cell and task model to its output JSON, and "
-                                   "renders the tables beside the paper's numbers into OUTPUT with .md.")
+    p = sub.add_parser(
+        "experiment",
+        help="run a matrix of pipeline cells (the paper's tables), resumably",
+        description="Runs the cells of an experiment YAML (see unigen.experiment) into one work "
+        "folder, appends one record per cell and task model to its output JSON, and "
+        "renders the tables beside the paper's numbers into OUTPUT with .md.",
+    )
     p.add_argument("experiment", help="experiment YAML, e.g. experiments/paper.yaml")
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
     p.add_argument("--report-only", action="store_true", help="only re-render the tables")
@@ -94,9 +97,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                      max_cells=args.max_cells)
         except CellsFailed as exc:
             records, failed = exc.records, exc
-    baselines = json.loads(Path(args.baselines).read_text(encoding="utf-8")) if Path(args.baselines).is_file() else {}
+    baselines = (
+        json.loads(Path(args.baselines).read_text(encoding="utf-8")) if Path(args.baselines).is_file() else {}
+    )
     report = render_report(records, baselines)
-    atomic_write_text(exp.output.with_suffix(".md"), f"Command: `unigen experiment {args.experiment}`\n\n" + report)
+    atomic_write_text(
+        exp.output.with_suffix(".md"), f"Command: `unigen experiment {args.experiment}`\n\n" + report
+    )
     print(report)
     if failed is not None:
         print(f"unigen: error: {failed}", file=sys.stderr)
@@ -107,15 +114,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 
 def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("evaluate", help="stage 5: accuracy and macro-F1 of a model on the real test sets",
-                       description="MODEL is `vader`, `prompt:<lm name or path>` (Prompting baseline), a train "
-                                   "stage folder or a task-model folder. With --workdir the metrics are cached in "
-                                   "WORKDIR/05_evaluate/<fingerprint>/metrics.json, as `unigen run` does.")
+    p = sub.add_parser(
+        "evaluate",
+        help="stage 5: accuracy and macro-F1 of a model on the real test sets",
+        description="MODEL is `vader`, `prompt:<lm name or path>` (Prompting baseline), a train "
+        "stage folder or a task-model folder. With --workdir the metrics are cached in "
+        "WORKDIR/05_evaluate/<fingerprint>/metrics.json, as `unigen run` does.",
+    )
     p.add_argument("--model", required=True, help="vader | prompt:<lm> | train stage or task-model folder")
-    p.add_argument("--datasets", default=None, help="all (default) or a comma list: sst2,imdb,... or file paths")
+    p.add_argument(
+        "--datasets", default=None, help="all (default) or a comma list: sst2,imdb,... or file paths"
+    )
     p.add_argument("--limit", type=int, default=None, help="fixed seeded subsample of N rows per set")
     p.add_argument("--data-dir", default=None, help="folder holding test/ (default ../shared/datasets)")
-    p.add_argument("--workdir", default=None, help="cache the metrics as an evaluate stage folder under this folder")
+    p.add_argument(
+        "--workdir", default=None, help="cache the metrics as an evaluate stage folder under this folder"
+    )
     p.add_argument("--output", default=None, help="write the metrics as JSON to this file")
     p.add_argument("--no-paper", action="store_true", help="do not print the paper's Prompting row")
     add_config_args(p)
@@ -143,7 +157,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _replace(cfg, evaluate={k: v for k, v in changes.items() if v is not None})
     limit = cfg.evaluate.limit
     if args.workdir:
-        name = "vader" if args.model == "vader" else "prompt" if args.model.startswith("prompt:") else args.model
+        name = (
+            "vader" if args.model == "vader" else "prompt" if args.model.startswith("prompt:") else args.model
+        )
         results = evaluate_stage(cfg, args.workdir, name, args.model, identity_of(args.model, cfg), limit,
                                  progress=progress(args))
     else:

@@ -26,9 +26,12 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 def add_destination(p: argparse.ArgumentParser, what: str) -> None:
     """``--workdir DIR`` (the pipeline's layout) or ``--output DIR`` (exactly this folder)."""
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workdir", default=None,
-                       help=f"pipeline folder: the stage writes <workdir>/{what}/<fingerprint>/, as `unigen run` "
-                            f"does (default: the workdir of the input stage folder, else {DEFAULT_WORKDIR})")
+    where.add_argument(
+        "--workdir",
+        default=None,
+        help=f"pipeline folder: the stage writes <workdir>/{what}/<fingerprint>/, as `unigen run` "
+        f"does (default: the workdir of the input stage folder, else {DEFAULT_WORKDIR})",
+    )
     where.add_argument("--output", default=None, help="write the stage folder into exactly this folder")
 
 
@@ -41,7 +44,8 @@ def progress(args: argparse.Namespace) -> bool:
 
 
 def workdir_of(args: argparse.Namespace, input_stage: str | Path | None = None) -> str:
-    """``--workdir``, else the workdir holding the input stage folder (``W/NN_stage/<fp>``), else the default."""
+    """``--workdir``, else the workdir holding the input stage folder (``W/NN_stage/<fp>``), else the
+    default."""
     if args.workdir:
         return args.workdir
     if input_stage is not None and (Path(input_stage) / "manifest.json").is_file():

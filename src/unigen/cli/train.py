@@ -21,16 +21,23 @@ from pathlib import Path
 from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
 from unigen.registry import pick_device
 
-_DATA_HELP = ("the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
-              "training rows: text + probs (C floats) or label (class id); optional weight, keep")
+_DATA_HELP = (
+    "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
+    "training rows: text + probs (C floats) or label (class id); optional weight, keep"
+)
 
 
 def add_weight(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("weight", help="stage 3: SunGen sample weights for relabeled rows (bi-level optimisation)",
-                       description="Writes a weight stage folder: shards/shard-00000.jsonl (rows + weight, theta, "
-                                   "keep = top-K), history.jsonl and manifest.json; a killed run resumes from its "
-                                   "state.pt.")
-    p.add_argument("--data", required=True, metavar="RELABEL_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="02_relabel"))
+    p = sub.add_parser(
+        "weight",
+        help="stage 3: SunGen sample weights for relabeled rows (bi-level optimisation)",
+        description="Writes a weight stage folder: shards/shard-00000.jsonl (rows + weight, theta, "
+        "keep = top-K), history.jsonl and manifest.json; a killed run resumes from its "
+        "state.pt.",
+    )
+    p.add_argument(
+        "--data", required=True, metavar="RELABEL_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="02_relabel")
+    )
     add_destination(p, "03_weight")
     add_config_args(p)
     p.set_defaults(func=run_weight)
@@ -54,16 +61,20 @@ def add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="stage 4: train a task model on the weighted rows",
                        description="Writes a train stage folder: model/ (the task model) and checkpoints/ "
                                    "(metrics.jsonl; checkpoint.pt while it runs, so a killed run resumes).")
-    p.add_argument("--data", required=True, metavar="WEIGHT_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="03_weight"))
+    p.add_argument(
+        "--data", required=True, metavar="WEIGHT_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="03_weight")
+    )
     add_destination(p, "04_train")
-    p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoints/checkpoint.pt after the run")
+    p.add_argument(
+        "--keep-checkpoint", action="store_true", help="keep checkpoints/checkpoint.pt after the run"
+    )
     add_config_args(p)
     p.set_defaults(func=run_train)
     return p
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train ``train.tam`` on ``args.data`` and report the stage folder; data errors name the file and line."""
+    """Train ``train.tam`` on ``args.data`` and report the stage folder; errors name the file and line."""
     from unigen.tam.stage import MODEL_DIR, train_file, train_stage  # torch
 
     cfg, data = config(args), Path(args.data)

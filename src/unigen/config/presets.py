@@ -42,7 +42,9 @@ def preset_overrides(method: str = "unigen", domain: str | None = None,
     settings = dict(METHODS[method])
     if method == "unigen":
         if domain is not None:
-            raise ConfigError("the unigen method uses the universal prompt; run.domain is for zerogen and sungen")
+            raise ConfigError(
+                "the unigen method uses the universal prompt; run.domain is for zerogen and sungen"
+            )
     else:
         if domain not in GENERATION_DOMAINS:
             raise ConfigError(f"method '{method}' needs run.domain, one of {', '.join(GENERATION_DOMAINS)}")

@@ -63,7 +63,8 @@ class ScoringConfig:
     content_free_text: str = setting("N/A", "the content-free input used for calibration")
     max_text_tokens: int = setting(128, "texts are cut to this many of the LM's tokens before templating")
     max_total_tokens: int | None = setting(
-        None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)")
+        None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)"
+    )
     include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
     batch_size: int = setting(16, "sequences per forward pass", fingerprint=False)
 
@@ -90,8 +91,11 @@ class GenerateConfig:
     temperature: float = setting(1.0, "sampling temperature")
     max_new_tokens: int = setting(31, "new tokens per sample (paper code: 40 total incl. ~9 prompt tokens)")
     dedup: bool = setting(True, "drop exact duplicate texts")
-    min_words: int = setting(0, "drop texts of fewer words (0: keep all, the paper code; original ZeroGen: 10)",
-                             fingerprint="unless_default")
+    min_words: int = setting(
+        0,
+        "drop texts of fewer words (0: keep all, the paper code; original ZeroGen: 10)",
+        fingerprint="unless_default",
+    )
     shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
     precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
                              "with bf16 support, different samples)")
@@ -113,16 +117,22 @@ class GenerateConfig:
 class RelabelConfig:
     """Stage 2: pseudo-relabeling with the generator (docs/method.md §4)."""
 
-    mode: str = setting("soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label")
+    mode: str = setting(
+        "soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label"
+    )
     temperature: float = setting(0.1, "tau_RE")
     threshold: float = setting(0.2, "T_RE: keep iff p(prompt label) > 1/C + T_RE")
     drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
     scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
                                 "or nll | verbalizer")
-    auto_sample: int = setting(256, "auto rule: generated texts (first shard of each stream) scored both ways")
+    auto_sample: int = setting(
+        256, "auto rule: generated texts (first shard of each stream) scored both ways"
+    )
     centre_scores: bool | None = setting(
-        None, "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
-              "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)")
+        None,
+        "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
+        "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)",
+    )
     until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
     max_generated_factor: float = setting(
         20.0, "until_kept: stop (targets unmet) after generating this many times samples_per_label per label",
@@ -150,14 +160,21 @@ class WeightConfig:
     init_theta: float = setting(1.0, "initial logit; weight = sigmoid(theta)")
     robust_a: float = setting(10.0, "A of the reverse cross-entropy outer loss")
     drop_lowest: float = setting(0.1, "outer loss ignores this fraction of lowest-weighted samples")
-    balance_classes: bool = setting(False, "improvement, off = paper: the outer loss gives every class of the "
-                                           "kept validation rows equal total weight (see unigen.weighting.sungen)")
+    balance_classes: bool = setting(
+        False,
+        "improvement, off = paper: the outer loss gives every class of the "
+        "kept validation rows equal total weight (see unigen.weighting.sungen)",
+    )
     valid_size: int = setting(50_000, "resampled synthetic validation subset per outer iteration")
     clip: float = setting(3.0, "max-norm of the theta gradient")
-    keep_top: int | None = setting(200_000, "keep the top-K samples by weight (the paper code's sungen_train_size; "
-                                   "all are kept when fewer)")
-    keep_fraction: float | None = setting(None, "keep this share of samples by weight instead (200k/900k = 0.2222 "
-                                          "is the paper's ratio at its scale)")
+    keep_top: int | None = setting(
+        200_000,
+        "keep the top-K samples by weight (the paper code's sungen_train_size; all are kept when fewer)",
+    )
+    keep_fraction: float | None = setting(
+        None,
+        "keep this share of samples by weight instead (200k/900k = 0.2222 is the paper's ratio at its scale)",
+    )
     batch_size: int = setting(32, "inner batch size")
 
     def __post_init__(self) -> None:
@@ -165,7 +182,10 @@ class WeightConfig:
         _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
         _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
         _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
-        _check(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0, "weight.keep_fraction must be in (0, 1]")
+        _check(
+            self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0,
+            "weight.keep_fraction must be in (0, 1]",
+        )
 
     def resolved_inner_lr(self) -> float:
         """``inner_lr``, or 1e-3 for the LSTM and 2e-5 for transformers when unset."""
@@ -182,7 +202,9 @@ class WeightConfig:
 class TrainConfig:
     """Stage 4: task-model training with SCL and the denoising memory bank (docs/method.md §6)."""
 
-    tam: str = setting("minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)")
+    tam: str = setting(
+        "minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)"
+    )
     epochs: int | None = setting(None, "None: 5 for the LSTM, 3 for transformers")
     lr: float | None = setting(None, "None: 1e-3 for the LSTM, 2e-5 for transformers")
     batch_size: int = setting(32, "training batch size")
@@ -198,8 +220,12 @@ class TrainConfig:
     code_faithful: bool = setting(False, "reproduce the paper code's SCL variant (docs/method.md §9)")
     valid_fraction: float = setting(0.1, "synthetic validation share used to pick the best epoch")
     projection_dim: int = setting(256, "projection head size")
-    weight_ce: bool = setting(False, "multiply each sample's CE by its weight (paper code; docs/method.md §9)")
-    lstm_hidden: int = setting(256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)")
+    weight_ce: bool = setting(
+        False, "multiply each sample's CE by its weight (paper code; docs/method.md §9)"
+    )
+    lstm_hidden: int = setting(
+        256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)"
+    )
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
@@ -238,9 +264,13 @@ class EvalConfig:
 class RunConfig:
     """The whole pipeline (``unigen run``): method preset, task models, baselines."""
 
-    method: str = setting("unigen", "unigen | zerogen | sungen (a preset applied under the file and --set values)")
+    method: str = setting(
+        "unigen", "unigen | zerogen | sungen (a preset applied under the file and --set values)"
+    )
     domain: str | None = setting(None, "zerogen/sungen: movie | products | restaurant | electronics | tweet")
-    ablations: tuple[str, ...] = setting((), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts")
+    ablations: tuple[str, ...] = setting(
+        (), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts"
+    )
     tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
     baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
     prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")

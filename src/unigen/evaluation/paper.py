@@ -19,8 +19,15 @@ SET_DOMAIN: dict[str, str] = {
     "tweet": "tweet",
 }
 TEST_SETS: tuple[str, ...] = tuple(SET_DOMAIN)
-SHORT_NAMES: dict[str, str] = {"sst2": "SST-2", "imdb": "IMDB", "rotten_tomatoes": "Rotten", "amazon": "Amazon",
-                               "yelp": "Yelp", "cr": "CR", "tweet": "Tweet"}
+SHORT_NAMES: dict[str, str] = {
+    "sst2": "SST-2",
+    "imdb": "IMDB",
+    "rotten_tomatoes": "Rotten",
+    "amazon": "Amazon",
+    "yelp": "Yelp",
+    "cr": "CR",
+    "tweet": "Tweet",
+}
 HEADER: tuple[str, ...] = (*(SHORT_NAMES[s] for s in TEST_SETS), "Avg")
 #: our task model -> the paper's task model it stands in for
 PAPER_SLOT = {"minilm-l6": "distilbert", "mpnet-base": "roberta"}
@@ -70,8 +77,9 @@ PAPER_ZEROGEN_RELABEL = {  # DistilBERT, movie domain, docs/method.md "Results"
     "hard": _row(80.72, 69.25, 73.98, 73.41, 73.18, 73.76, 74.91, 74.17),
     "soft": _row(81.79, 70.40, 75.32, 73.65, 73.31, 74.72, 75.14, 74.90),
 }
-PAPER_GENERATORS = {"gpt2-xl": PAPER_MAIN[("distilbert", "unigen", None)]}  # the paper's other generators are larger LMs
-
+PAPER_GENERATORS = {
+    "gpt2-xl": PAPER_MAIN[("distilbert", "unigen", None)]
+}  # the paper's other generators are larger LMs
 
 
 def set_dict(row: tuple[float, ...]) -> dict[str, float]:

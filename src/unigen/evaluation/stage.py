@@ -1,9 +1,10 @@
 """Stage 5 (``unigen evaluate``): metrics of one classifier on the real test sets, cached by its identity.
 
-Writes ``<workdir>/05_evaluate/<fingerprint>/metrics.json`` (:func:`unigen.evaluation.evaluate.evaluate_classifier`'s
-result). The fingerprint covers what is evaluated (``identity``: the train stage's fingerprint for a task
-model, the VADER version, or the generator and scoring settings for Prompting), the test sets, the row
-limit and the subsample seed; so a classifier is evaluated once per workdir.
+Writes ``<workdir>/05_evaluate/<fingerprint>/metrics.json``, the result of
+:func:`unigen.evaluation.evaluate.evaluate_classifier`. The fingerprint covers what is evaluated
+(``identity``: the train stage's fingerprint for a task model, the VADER version, or the generator and
+scoring settings for Prompting), the test sets, the row limit and the subsample seed; so a classifier is
+evaluated once per workdir.
 """
 
 from __future__ import annotations
@@ -41,8 +42,14 @@ def identity_of(spec: str, cfg: UniGenConfig) -> dict[str, Any]:
 
 def evaluate_settings(cfg: UniGenConfig, identity: dict[str, Any], limit: int | None) -> dict[str, Any]:
     """The settings that determine the metrics of the classifier ``identity``."""
-    # "seed" is the subsample's seed (the name predates evaluate.sample_seed; renaming it would move every cache)
-    return {"identity": identity, "datasets": cfg.evaluate.datasets, "limit": limit, "seed": subsample_seed(cfg)}
+    # "seed" is the subsample's seed (the name predates evaluate.sample_seed; renaming it would move every
+    # cache)
+    return {
+        "identity": identity,
+        "datasets": cfg.evaluate.datasets,
+        "limit": limit,
+        "seed": subsample_seed(cfg),
+    }
 
 
 def evaluate_stage(cfg: UniGenConfig, workdir: str | Path, name: str, spec: str, identity: dict[str, Any],

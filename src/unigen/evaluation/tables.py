@@ -27,12 +27,16 @@ from unigen.evaluation.paper import (
 )
 
 SETS = TEST_SETS
-BASELINES = [(method, domain) for method in ("zerogen", "sungen") for domain in GENERATION_DOMAINS]  # main table
+BASELINES = [
+    (method, domain) for method in ("zerogen", "sungen") for domain in GENERATION_DOMAINS
+]  # main table
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean and std (over seeds) of the 7 accuracies + average, in %, and the number of seeds."""
-    values = np.array([[100 * r["accuracy"].get(s, np.nan) for s in SETS] + [100 * r["average"]] for r in records])
+    values = np.array(
+        [[100 * r["accuracy"].get(s, np.nan) for s in SETS] + [100 * r["average"]] for r in records]
+    )
     std = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)
     return values.mean(axis=0), std, len(values)
 
@@ -47,9 +51,16 @@ def _cells(mean: np.ndarray, std: np.ndarray, paper: tuple[float, ...] | None) -
     return [_cell(m, None if paper is None else paper[i], std[i]) for i, m in enumerate(mean)]
 
 
-def render_rows(title: str, rows: Sequence[tuple[str, Sequence[dict[str, Any]], tuple[float, ...] | None]]) -> str:
+def render_rows(
+    title: str, rows: Sequence[tuple[str, Sequence[dict[str, Any]], tuple[float, ...] | None]]
+) -> str:
     """A markdown table; each cell "ours (paper)", ours as mean±std over seeds; column n = seeds."""
-    lines = [f"### {title}", "", "| row | seeds | " + " | ".join(HEADER) + " |", "|---|---|" + "---|" * len(HEADER)]
+    lines = [
+        f"### {title}",
+        "",
+        "| row | seeds | " + " | ".join(HEADER) + " |",
+        "|---|---|" + "---|" * len(HEADER),
+    ]
     for name, recs, paper in rows:
         if not recs:
             continue
@@ -63,7 +74,12 @@ def render_paired(title: str, reference: Sequence[dict[str, Any]],
     """Seven-set average of each row minus the reference's, paired by seed (same seed: same test rows, and for
     an ablation the same generation), with the paper's difference in the last column."""
     ref = {r["seed"]: 100 * r["average"] for r in reference}
-    lines = [f"### {title}", "", "| row | seeds | difference per seed | mean ± std | paper |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| row | seeds | difference per seed | mean ± std | paper |",
+        "|---|---|---|---|---|",
+    ]
     for name, recs, paper in rows:
         diffs = {r["seed"]: 100 * r["average"] - ref[r["seed"]] for r in recs if r["seed"] in ref}
         if not diffs:
@@ -80,8 +96,16 @@ def group_records(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[st
     """Records keyed by everything but the seed."""
     out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        key = (r["group"], r["label"], r["method"], r["domain"], tuple(r["ablations"]), r["tam"], r["generator"],
-               tuple(r["settings"]))
+        key = (
+            r["group"],
+            r["label"],
+            r["method"],
+            r["domain"],
+            tuple(r["ablations"]),
+            r["tam"],
+            r["generator"],
+            tuple(r["settings"]),
+        )
         out[key].append(r)
     return out
 
@@ -106,7 +130,13 @@ def render_main(records: Sequence[dict[str, Any]], baselines: dict[str, Any], ta
     for method, domain in BASELINES:
         rows.append((f"{method} / {domain}", _select(main, method=method, domain=domain),
                      PAPER_MAIN.get((slot, method, domain)) if slot else None))
-    rows.append(("**UniGen**", _select(main, method="unigen"), PAPER_MAIN.get((slot, "unigen", None)) if slot else None))
+    rows.append(
+        (
+            "**UniGen**",
+            _select(main, method="unigen"),
+            PAPER_MAIN.get((slot, "unigen", None)) if slot else None,
+        )
+    )
     paper_name = {"distilbert": "DistilBERT", "roberta": "RoBERTa-base"}.get(slot or "", "none published")
     return render_rows(f"Main table, task model {tam} (paper's numbers in brackets: {paper_name}; "
                        "Prompting rows: paper GPT2-XL)", rows)
@@ -215,21 +245,36 @@ def render_report(records: Sequence[dict[str, Any]], baselines: dict[str, Any]) 
         parts.append(render_rows("Generator comparison, UniGen with minilm-l6 (paper GPT2-XL: "
                                  f"{PAPER_GENERATORS['gpt2-xl'][-1]:.2f} avg with DistilBERT)", rows))
         if reference:
-            parts.append(render_paired("Generators minus SmolLM2-135M, seven-set average, paired by seed (minilm-l6)",
-                                       reference, [(name, r, None) for name, r, _ in rows
-                                                   if r[0]["generator"] != reference[0]["generator"]]))
+            parts.append(
+                render_paired(
+                    "Generators minus SmolLM2-135M, seven-set average, paired by seed (minilm-l6)",
+                    reference,
+                    [
+                        (name, r, None)
+                        for name, r, _ in rows
+                        if r[0]["generator"] != reference[0]["generator"]
+                    ],
+                )
+            )
     relabel = _select(records, group="zerogen-relabel")
     if relabel:
         rows = []
         for mode, paper in PAPER_ZEROGEN_RELABEL.items():
             recs = [r for r in relabel if f"relabel.mode={mode}" in r["settings"]]
             rows.append((f"ZeroGen movie, relabel {mode}", recs, paper))
-        parts.append(render_rows("Pseudo-relabeling applied to ZeroGen (movie), minilm-l6 (paper: DistilBERT)", rows))
+        parts.append(
+            render_rows("Pseudo-relabeling applied to ZeroGen (movie), minilm-l6 (paper: DistilBERT)", rows)
+        )
     known = {"main", "ablation", "generator", "zerogen-relabel"}
     for group in dict.fromkeys(r["group"] for r in records if r["group"] not in known):
-        rows = [(_row_name(recs[0]), recs, None) for recs in group_records(_select(records, group=group)).values()]
+        rows = [
+            (_row_name(recs[0]), recs, None) for recs in group_records(_select(records, group=group)).values()
+        ]
         parts.append(render_rows(f"Extra: {group}", rows))
-    return "\n\n".join(p for p in parts if p) + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
+    return (
+        "\n\n".join(p for p in parts if p)
+        + "\n\nCells: our accuracy % (mean±std over seeds when seeds > 1) with the paper's in brackets.\n"
+    )
 
 
 # ---------------------------------------------------------------- one run's results
@@ -245,7 +290,8 @@ def public_json(results: dict[str, Any]) -> dict[str, Any]:
 def format_table(rows: dict[str, dict[str, Any]], *, paper: dict[str, float] | None = None,
                  paper_row: bool = True, title: str = "") -> str:
     """Markdown table: one row per method (accuracy % / macro-F1 %), n per set, and ``paper`` (a
-    :func:`~unigen.evaluation.paper.set_dict` row, the paper's Prompting row unless ``paper_row=False``) beside."""
+    :func:`~unigen.evaluation.paper.set_dict` row, the paper's Prompting row unless ``paper_row=False``)
+    beside."""
     if paper is None and paper_row:
         paper = set_dict(PAPER_PROMPTING)
     sets = [s for s in TEST_SETS if any(s in r for r in rows.values())]
@@ -259,7 +305,9 @@ def format_table(rows: dict[str, dict[str, Any]], *, paper: dict[str, float] | N
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * res['average']:.2f} |")
     if paper:
         cells = [f"{paper[s]:.2f}" if s in paper else "-" for s in sets]
-        lines.append("| paper: Prompting GPT2-XL (acc.) | " + " | ".join(cells) + f" | {paper['average']:.2f} |")
+        lines.append(
+            "| paper: Prompting GPT2-XL (acc.) | " + " | ".join(cells) + f" | {paper['average']:.2f} |"
+        )
     n_rows = {method: [_n_cell(res.get(s)) for s in sets] for method, res in rows.items()}
     if len({tuple(v) for v in n_rows.values()}) == 1:
         n_rows = {"": next(iter(n_rows.values()))}

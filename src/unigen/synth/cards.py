@@ -1,4 +1,5 @@
-"""Data cards (``datacard.md``) of the generation and relabel stages, and the streaming statistics behind them.
+"""Data cards (``datacard.md``) of the generation and relabel stages, and the streaming statistics behind
+them.
 
 Everything is computed in one pass with bounded memory except the duplicate counter, which keeps an
 8-byte digest per distinct text (:class:`unigen.synth.generation.KeySet`, ~8 MB per million rows):
@@ -150,8 +151,15 @@ def summarise(stage: Stage, indices: list[int], labels: tuple[str, ...]) -> dict
 
 def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any]) -> None:
     t, g = counts["totals"], cfg.generate
-    label_rows = [[lab, t["per_label"].get(lab, 0), counts["attempts"].get(k, 0),
-                   pct(t["per_label"].get(lab, 0), counts["attempts"].get(k, 0))] for k, lab in enumerate(cfg.labels)]
+    label_rows = [
+        [
+            lab,
+            t["per_label"].get(lab, 0),
+            counts["attempts"].get(k, 0),
+            pct(t["per_label"].get(lab, 0), counts["attempts"].get(k, 0)),
+        ]
+        for k, lab in enumerate(cfg.labels)
+    ]
     lines = [
         f"# Generated data `{stage.path.name}`", "",
         f"Generator `{cfg.generator}`, prompt set `{g.prompt_set}`, seed {cfg.seed}; top-k {g.top_k}, "
@@ -200,7 +208,10 @@ def _rule_lines(manifest: dict[str, Any], counts: dict[str, Any]) -> list[str]:
              + (" (chosen automatically)." if choice.get("how") == "auto" else " (set in the config).")]
     if centred:
         offsets = ", ".join(f"{o:.4f}" for o in choice["offset"])
-        lines.append(f"Scores centred: each label's mean score on the rule sample ({offsets}, in label order) is subtracted.")
+        lines.append(
+            f"Scores centred: each label's mean score on the rule sample ({offsets}, in label order) is "
+            "subtracted."
+        )
     if choice.get("agreement"):
         agree = ", ".join(f"{r} {100 * a:.1f}%" for r, a in choice["agreement"].items())
         lines.append(f"Agreement of each rule's argmax with the prompt label on the {choice['sample_size']} "
@@ -237,28 +248,49 @@ def write_relabel_card(stage: Stage, gen: Stage, cfg: UniGenConfig) -> str:
     table = [[lab, before[k], after[k], pct(after[k], before[k])] for k, lab in enumerate(labels)]
     table.append(["all", n_before, n_after, pct(n_after, n_before)])
     lines = [
-        f"# Relabeled synthetic data `{stage.path.name}`", "",
-        f"Generator `{cfg.generator}`, prompt set `{g.get('prompt_set', '?')}`, seed {cfg.seed}; relabel mode "
+        f"# Relabeled synthetic data `{stage.path.name}`",
+        "",
+        f"Generator `{cfg.generator}`, prompt set `{g.get('prompt_set', '?')}`, seed {cfg.seed}; "
+        "relabel mode "
         f"`{r.mode}`, tau_RE {r.temperature}, T_RE {r.threshold} (keep iff p(prompt label) > "
-        f"{1 / len(labels) + r.threshold:.3f}{' and argmax = prompt label' if r.drop_disagreeing else ''}).", "",
-        *_rule_lines(m, counts), "",
-        "## Counts", "",
-        md_table(["label", "generated (prompt label)", "kept (training label)", "acceptance"], table), "",
+        f"{1 / len(labels) + r.threshold:.3f}{' and argmax = prompt label' if r.drop_disagreeing else ''}).",
+        "",
+        *_rule_lines(m, counts),
+        "",
+        "## Counts",
+        "",
+        md_table(["label", "generated (prompt label)", "kept (training label)", "acceptance"], table),
+        "",
         f"Kept rows relabeled to another label: {flipped}. Mean confidence of kept rows: "
-        f"{sum(conf) / len(conf):.3f}." if conf else "No row was kept.", "",
+        f"{sum(conf) / len(conf):.3f}."
+        if conf
+        else "No row was kept.",
+        "",
         f"Generation: {gen_counts.get('attempts', '?')} sampled, {gen_counts.get('rows', '?')} accepted "
         f"(acceptance {gen_counts.get('acceptance', '?')}); rejected {gen_counts.get('rejected', {})}.",
-        *([f"Targets met (until_kept): {m['targets_met']}."] if "targets_met" in m else []), "",
-        "## Texts", "",
-        stats_table({"generated": all_text.summary(), "kept": kept_text.summary()}), "",
+        *([f"Targets met (until_kept): {m['targets_met']}."] if "targets_met" in m else []),
+        "",
+        "## Texts",
+        "",
+        stats_table({"generated": all_text.summary(), "kept": kept_text.summary()}),
+        "",
         "Lengths in whitespace words; distinct-n = unique n-grams / n-grams on `distinct_on` texts; "
-        "duplicate rate among the rows shown (generation-time duplicates are in 'rejected' above).", "",
-        "## Examples (random kept rows, probabilities in label order " + ", ".join(labels) + ")", "",
+        "duplicate rate among the rows shown (generation-time duplicates are in 'rejected' above).",
+        "",
+        "## Examples (random kept rows, probabilities in label order " + ", ".join(labels) + ")",
+        "",
     ]
     for k, lab in enumerate(labels):
         rows = examples.rows.get(k, [])
-        lines += [f"### {lab}", "", md_table(["text", "prompt label", "soft label"],
-                                               [[x["text"], labels[x["prompt_label"]], _probs(x)] for x in rows]), ""]
+        lines += [
+            f"### {lab}",
+            "",
+            md_table(
+                ["text", "prompt label", "soft label"],
+                [[x["text"], labels[x["prompt_label"]], _probs(x)] for x in rows],
+            ),
+            "",
+        ]
     text = "\n".join(lines)
     atomic_write_text(stage.path / "datacard.md", text)
     return text

@@ -30,7 +30,9 @@ from unigen.synth.sampling import LMSampler, SamplingSettings, TextSampler
 
 def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
     g = cfg.generate
-    return SamplingSettings(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens)
+    return SamplingSettings(
+        top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens
+    )
 
 
 def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> LMSampler:
@@ -45,7 +47,9 @@ def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> LMSamp
     return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
 
 
-def open_generation(cfg: UniGenConfig, *, workdir: str | Path | None = None, path: str | Path | None = None) -> Stage:
+def open_generation(
+    cfg: UniGenConfig, *, workdir: str | Path | None = None, path: str | Path | None = None
+) -> Stage:
     """The generation stage folder of ``cfg`` (``<workdir>/01_generate/<fingerprint>`` or ``path``)."""
     return open_stage("generate", generate_settings(cfg), workdir=workdir, path=path, seed=cfg.seed)
 
@@ -82,7 +86,9 @@ def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,
     if stage.complete:
         return stage.path
     labels = cfg.labels
-    streams = plan_streams(len(labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label)
+    streams = plan_streams(
+        len(labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
+    )
     specs = plan_shards(streams, labels, cfg.generate.shard_size, cfg.seed)
     done = set(stage.shard_indices())
     todo = [s for s in specs if s.index not in done]
@@ -105,6 +111,8 @@ def generate_stage(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
                    sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
     """Run the fixed-size generation stage under ``workdir`` and return its finished folder."""
     if cfg.relabel.until_kept:
-        raise ConfigError("relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize")
+        raise ConfigError(
+            "relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize"
+        )
     return generate_into(cfg, stage_dir(workdir, "generate", generate_fingerprint(cfg)), progress,
                          sampler=sampler, lm=lm)

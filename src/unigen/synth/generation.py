@@ -149,11 +149,20 @@ def plan_streams(n_labels: int, prompts: Sequence[Prompt], samples_per_label: in
 
 def shard_spec(index: int, stream_id: int, stream: Stream, labels: Sequence[str], size: int,
                run_seed: int) -> ShardSpec:
-    return ShardSpec(index, stream_id, stream.label, stream.prompt.domain,
-                     stream.prompt.render(labels[stream.label]), size, derive_seed(run_seed, "generate", index))
+    return ShardSpec(
+        index,
+        stream_id,
+        stream.label,
+        stream.prompt.domain,
+        stream.prompt.render(labels[stream.label]),
+        size,
+        derive_seed(run_seed, "generate", index),
+    )
 
 
-def plan_shards(streams: Sequence[Stream], labels: Sequence[str], shard_size: int, run_seed: int) -> list[ShardSpec]:
+def plan_shards(
+    streams: Sequence[Stream], labels: Sequence[str], shard_size: int, run_seed: int
+) -> list[ShardSpec]:
     """Every shard of a fixed-size run, numbered round-robin over the streams."""
     per_stream = [math.ceil(s.quota / shard_size) for s in streams]
     specs: list[ShardSpec] = []

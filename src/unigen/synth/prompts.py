@@ -88,4 +88,6 @@ def get_prompt(domain: str) -> Prompt:
     try:
         return ALL_PROMPTS[domain]
     except KeyError:
-        raise ConfigError(f"unknown prompt domain {domain!r}; choose one of {', '.join(ALL_PROMPTS)}") from None
+        raise ConfigError(
+            f"unknown prompt domain {domain!r}; choose one of {', '.join(ALL_PROMPTS)}"
+        ) from None

@@ -42,7 +42,9 @@ def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | N
     """The relabel stage folder of ``cfg`` for the generation folder ``gen``."""
     gen_labels = gen.manifest.get("config", {}).get("labels")
     if gen_labels is not None and list(gen_labels) != list(cfg.labels):
-        raise StageError(f"{gen.path} was generated with labels {gen_labels}, the config has {list(cfg.labels)}")
+        raise StageError(
+            f"{gen.path} was generated with labels {gen_labels}, the config has {list(cfg.labels)}"
+        )
     return open_stage("relabel", relabel_settings(cfg), workdir=workdir, path=path,
                       upstream={"generate": gen.fingerprint}, seed=cfg.seed)
 
@@ -85,7 +87,8 @@ def resolve_rule(cfg: UniGenConfig, stage: Stage, gen: Stage, scorer: Scorer | N
 
 def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, choice: dict[str, Any],
                   cfg: UniGenConfig, progress: bool = False) -> list[dict[str, Any]]:
-    """Relabel generation shard ``index`` (scores centred by the choice's offset) and write relabel shard ``index``."""
+    """Relabel generation shard ``index`` (scores centred by the choice's offset) and write relabel shard
+    ``index``."""
     t0 = time.time()
     rows = gen.read_shard(index)
     rule = choice["rule"]
@@ -126,13 +129,20 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     return stage.path
 
 
-def finish_relabel(stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any]) -> None:
+def finish_relabel(
+    stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any]
+) -> None:
     rows = kept = agree = 0
     seconds = 0.0
     per_label = [0] * len(cfg.labels)
     for i in indices:
         st = stage.read_stats(i)
-        rows, kept, agree, seconds = rows + st["rows"], kept + st["kept"], agree + st["agree"], seconds + st["seconds"]
+        rows, kept, agree, seconds = (
+            rows + st["rows"],
+            kept + st["kept"],
+            agree + st["agree"],
+            seconds + st["seconds"],
+        )
     for row in stage.iter_rows(indices):
         if row["keep"]:
             per_label[row["label"]] += 1
@@ -152,8 +162,18 @@ def relabel_stage(cfg: UniGenConfig, workdir: str | Path, gen_dir: str | Path | 
     the two stages run together: use :func:`unigen.synth.stage.synthesize`.
     """
     if cfg.relabel.until_kept:
-        raise ConfigError("relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize")
-    gen_dir = Path(gen_dir) if gen_dir is not None else stage_dir(workdir, "generate", generate_fingerprint(cfg))
+        raise ConfigError(
+            "relabel.until_kept generates and relabels together: use unigen.synth.stage.synthesize"
+        )
+    gen_dir = (
+        Path(gen_dir) if gen_dir is not None else stage_dir(workdir, "generate", generate_fingerprint(cfg))
+    )
     gen = Stage.load(gen_dir, "generate")
-    return relabel_into(cfg, gen_dir, stage_dir(workdir, "relabel", relabel_fingerprint(cfg, gen.fingerprint)),
-                        progress, scorer=scorer, lm=lm)
+    return relabel_into(
+        cfg,
+        gen_dir,
+        stage_dir(workdir, "relabel", relabel_fingerprint(cfg, gen.fingerprint)),
+        progress,
+        scorer=scorer,
+        lm=lm,
+    )

@@ -1,7 +1,10 @@
-r"""Relabel stage, pure core (the runner is :mod:`unigen.synth.relabel`): soft labels from LM scores, the filter, and the choice of scoring rule.
+r"""Relabel stage, pure core: soft labels from LM scores, the filter, and the choice of scoring rule.
+
+The runner is :mod:`unigen.synth.relabel`.
 
 Notation: a text ``x`` generated with prompt label ``y``, label set of size ``K``, score matrix
-``S`` from :class:`unigen.synth.scoring.LMScorer` (lower = more likely), temperature ``tau`` (``tau_RE`` = 0.1)
+``S`` from :class:`unigen.synth.scoring.LMScorer` (lower = more likely), temperature ``tau``
+(``tau_RE`` = 0.1)
 and threshold ``T`` (``T_RE`` = 0.2).
 
 Soft label (any ``K``)::
@@ -94,7 +97,12 @@ def relabel_arrays(scores: np.ndarray | None, prompt_labels: Sequence[int], n_la
     y = np.asarray(prompt_labels, dtype=np.int64)
     eye = np.eye(n_labels)
     if cfg.mode == "none":
-        return {"probs": eye[y], "label": y, "confidence": np.ones(len(y)), "keep": np.ones(len(y), dtype=bool)}
+        return {
+            "probs": eye[y],
+            "label": y,
+            "confidence": np.ones(len(y)),
+            "keep": np.ones(len(y), dtype=bool),
+        }
     if scores is None:
         raise ValueError(f"relabel mode {cfg.mode!r} needs scores")
     soft = soft_labels(scores, cfg.temperature)
@@ -112,7 +120,9 @@ def agreement(scores: np.ndarray, prompt_labels: Sequence[int]) -> float:
 
 # ---------------------------------------------------------------- scoring rows
 
-def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, progress: bool = False) -> np.ndarray:
+def score_rows(
+    scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, progress: bool = False
+) -> np.ndarray:
     """``(N, K)`` scores of generated rows under ``rule``.
 
     The ``nll`` rule fills each row's own relabel template (its prompt domain's, docs/method.md §2);
@@ -126,8 +136,12 @@ def score_rows(scorer: Scorer, rows: Sequence[Mapping[str, Any]], rule: str, pro
     out: np.ndarray | None = None
     for domain in sorted({r["domain"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["domain"] == domain]
-        part = np.asarray(scorer.scores([texts[i] for i in idx], rule="nll",
-                                        template=get_prompt(domain).relabel, progress=progress), dtype=np.float64)
+        part = np.asarray(
+            scorer.scores(
+                [texts[i] for i in idx], rule="nll", template=get_prompt(domain).relabel, progress=progress
+            ),
+            dtype=np.float64,
+        )
         if out is None:
             out = np.zeros((len(rows), part.shape[1]))
         out[idx] = part

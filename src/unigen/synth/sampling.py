@@ -60,7 +60,9 @@ class SamplingSettings:
     max_new_tokens: int = 31
 
 
-def filtered_distribution(logits: torch.Tensor, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def filtered_distribution(
+    logits: torch.Tensor, settings: SamplingSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate token ids ``(B, C)`` sorted by probability and their renormalised probabilities.
 
     Args:
@@ -97,8 +99,12 @@ def sample_tokens(ids: torch.Tensor, probs: torch.Tensor, uniforms: torch.Tensor
 
 def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
     """``(B, steps)`` uniforms in [0, 1); row ``i`` comes from its own generator seeded with ``seeds[i]``."""
-    return torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
-                        for s in seeds]).float()
+    return torch.stack(
+        [
+            torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+            for s in seeds
+        ]
+    ).float()
 
 
 def stop_token_mask(tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> torch.Tensor:
@@ -197,7 +203,9 @@ class LMSampler:
         pending = 0
         while True:
             while len(st.rows) < self.batch_size and pending < len(seeds):  # refill free slots
-                new = torch.arange(pending, min(len(seeds), pending + self.batch_size - len(st.rows)), device=dev)
+                new = torch.arange(
+                    pending, min(len(seeds), pending + self.batch_size - len(st.rows)), device=dev
+                )
                 pending += len(new)
                 k = len(new)
                 tok = sample_tokens(first_ids.expand(k, -1), first_probs.expand(k, -1), uniforms[new, 0])
@@ -227,8 +235,10 @@ class LMSampler:
 def _kv_layers(cache: Any) -> list[Any] | None:
     """The per-layer key/value holders of a ``DynamicCache`` (``None`` for other layouts)."""
     layers = getattr(cache, "layers", None)
-    if not layers or not all(hasattr(la, "keys") and hasattr(la, "values") and not getattr(la, "is_sliding", False)
-                             for la in layers):
+    if not layers or not all(
+        hasattr(la, "keys") and hasattr(la, "values") and not getattr(la, "is_sliding", False)
+        for la in layers
+    ):
         return None
     return list(layers)
 
@@ -272,7 +282,12 @@ class _StreamState:
         if not bool(alive.all()):
             idx = alive.nonzero()[:, 0]
             self.cache.batch_select_indices(idx)
-            self.rows, self.step, self.token, self.mask = self.rows[idx], self.step[idx], self.token[idx], self.mask[idx]
+            self.rows, self.step, self.token, self.mask = (
+                self.rows[idx],
+                self.step[idx],
+                self.token[idx],
+                self.mask[idx],
+            )
         if len(self.rows):
             first = int(self.mask.any(0).nonzero()[0, 0])
             if first:

@@ -32,7 +32,9 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 class LMScorer:
     """Scores texts under label words with a causal LM (batched, length-bucketed, padding masked)."""
 
-    def __init__(self, model: Any, tokenizer: Any, labels: Sequence[str], config: ScoringConfig | None = None):
+    def __init__(
+        self, model: Any, tokenizer: Any, labels: Sequence[str], config: ScoringConfig | None = None
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -187,7 +189,9 @@ class FastLMScorer(LMScorer):
         return out.reshape(n, k)
 
 
-def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None) -> FastLMScorer:
+def make_scorer(
+    cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None
+) -> FastLMScorer:
     """The relabel stage's scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
     model, tokenizer = lm or load_generator(cfg)
     return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)

@@ -81,13 +81,17 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
     rel = open_relabel_stage(cfg, gen, workdir=workdir)
     if gen.complete and rel.complete:
         return gen.path, rel.path
-    streams = plan_streams(len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label)
+    streams = plan_streams(
+        len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
+    )
     loop = _Loop(cfg, gen, rel, streams)
     lazy = _Models(cfg, lm, sampler, scorer)
     seen = rebuild_seen(gen, cfg.generate.dedup)
     stems = prompt_stems(cfg)
     target = cfg.generate.samples_per_label * len(cfg.labels)
-    with progress_bar(target, "generate+relabel (kept)", progress, initial=min(target, sum(loop.kept.values()))) as bar:
+    with progress_bar(
+        target, "generate+relabel (kept)", progress, initial=min(target, sum(loop.kept.values()))
+    ) as bar:
         for i in range(len(streams)):  # round 0: the first shard of every stream
             if not gen.has_shard(i):
                 _generate(loop, i, i, lazy, seen, stems)
@@ -123,7 +127,9 @@ def _extend(loop: _Loop, lazy: _Models, seen: KeySet | None, stems: list[str], c
     return True
 
 
-def _generate(loop: _Loop, index: int, sid: int, lazy: _Models, seen: KeySet | None, stems: list[str]) -> None:
+def _generate(
+    loop: _Loop, index: int, sid: int, lazy: _Models, seen: KeySet | None, stems: list[str]
+) -> None:
     spec = shard_spec(index, sid, loop.streams[sid], loop.cfg.labels, loop.next_size(sid), loop.cfg.seed)
     rows, stats = sample_shard(lazy.sampler(), spec, loop.cfg, seen, stems)
     loop.gen.write_shard(index, rows, stats)

@@ -27,7 +27,8 @@ PROB_SUM_TOLERANCE = 1e-2
 
 @dataclass
 class TrainingData:
-    """``texts`` (N), ``targets`` ``(N, C)`` float32 rows summing to 1, ``weights`` ``(N,)`` float32 or None."""
+    """``texts`` (N), ``targets`` ``(N, C)`` float32 rows summing to 1, ``weights`` ``(N,)`` float32 or
+    None."""
 
     texts: list[str]
     targets: np.ndarray

@@ -2,8 +2,8 @@
 
 The vocabulary is built from the training texts (lower-cased, regex word tokens, min count 1, at most
 ``max_vocab`` entries including ``<pad>`` = 0 and ``<unk>`` = 1), following ZeroGen/SunGen's LSTM
-(docs/method.md §6.4). Embeddings start from GloVe-6B-50d (the embedded `glove-6b-50d`) and are fine-tuned; words that
-GloVe lacks get small random vectors ``N(0, 0.1^2)``.
+(docs/method.md §6.4). Embeddings start from GloVe-6B-50d (the embedded ``glove-6b-50d``) and are
+fine-tuned; words that GloVe lacks get small random vectors ``N(0, 0.1^2)``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def load_glove() -> Vectors:
 def glove_embedding_matrix(
     tokens: Sequence[str], vectors: Vectors, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    """Initial embedding ``(len(tokens), D)``: GloVe rows where known, ``N(0, 0.1^2)`` else, zeros for ``<pad>``.
+    """Initial embedding ``(len(tokens), D)``: GloVe rows where known, ``N(0, 0.1^2)`` else, zeros for
+    ``<pad>``.
 
     Returns:
         ``(matrix, number of tokens found in GloVe)``.

@@ -201,7 +201,8 @@ class TaskModel(nn.Module):
         return TAMOutput(logits=self.classifier(features), features=features)
 
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenise: ``{"input_ids", "attention_mask"}`` ``(N, L)`` CPU tensors, right-padded to the longest."""
+        """Tokenise: ``{"input_ids", "attention_mask"}`` ``(N, L)`` CPU tensors, right-padded to the
+        longest."""
         texts = list(texts)
         if self.spec.architecture == "lstm":
             return self.tokenizer.batch(texts, self.spec.max_length)
@@ -223,7 +224,9 @@ class TaskModel(nn.Module):
         chunks = [np.zeros((0, width), dtype=np.float32)]
         try:
             for start in range(0, len(items), batch_size):
-                batch = {k: v.to(self.device) for k, v in self.encode(items[start:start + batch_size]).items()}
+                batch = {
+                    k: v.to(self.device) for k, v in self.encode(items[start : start + batch_size]).items()
+                }
                 chunks.append(pick(self(**batch)).float().cpu().numpy())
         finally:
             self.train(was_training)
@@ -284,7 +287,9 @@ class TaskModel(nn.Module):
 
         path = Path(path)
         if not path.is_dir():
-            raise ModelNotAvailable(f"{path}: no such folder (expected a task model written by `unigen train`)")
+            raise ModelNotAvailable(
+                f"{path}: no such folder (expected a task model written by `unigen train`)"
+            )
         if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
             path = path / "model"  # a train stage folder
         config_file = path / CONFIG_NAME

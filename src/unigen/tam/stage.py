@@ -41,16 +41,32 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
         "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history})
     if not keep_checkpoint:
         (stage.path / CHECKPOINT_DIR / CHECKPOINT_NAME).unlink(missing_ok=True)
-    stage.finish({"rows": len(data.texts), "best_epoch": result.best_epoch,
-                  "best_valid_acc": result.best_valid_acc, "tam": tam}, **({"data": source} if source else {}))
+    stage.finish(
+        {
+            "rows": len(data.texts),
+            "best_epoch": result.best_epoch,
+            "best_valid_acc": result.best_valid_acc,
+            "tam": tam,
+        },
+        **({"data": source} if source else {}),
+    )
     return stage.path
 
 
-def train_stage(cfg: UniGenConfig, workdir: str | Path | None, weight_dir: str | Path, tam: str | None = None, *,
-                progress: bool = True, path: str | Path | None = None, keep_checkpoint: bool = False) -> Path:
+def train_stage(
+    cfg: UniGenConfig,
+    workdir: str | Path | None,
+    weight_dir: str | Path,
+    tam: str | None = None,
+    *,
+    progress: bool = True,
+    path: str | Path | None = None,
+    keep_checkpoint: bool = False,
+) -> Path:
     """Run (or resume, or skip) the train stage on a finished weight folder; returns the stage folder.
 
-    ``tam`` defaults to ``train.tam``; the folder is ``<workdir>/04_train/<fingerprint>``, or exactly ``path``.
+    ``tam`` defaults to ``train.tam``; the folder is ``<workdir>/04_train/<fingerprint>``, or exactly
+    ``path``.
     """
     tam = tam or cfg.train.tam
     upstream = {"weight": Stage.load(weight_dir, "weight").fingerprint}

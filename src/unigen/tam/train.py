@@ -1,4 +1,4 @@
-"""Task-model training with soft-label CE, supervised contrast and a denoising memory bank (docs/method.md §6).
+"""Task-model training: soft-label CE, supervised contrast and a denoising memory bank (docs/method.md §6).
 
 Per step, for a batch ``B`` with targets ``t`` (soft relabel probabilities, or one-hot with
 ``targets=hard``), hard labels ``y = argmax t`` and optional SunGen weights ``w``::
@@ -78,15 +78,22 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
 
 
-def _batch(inputs: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(
+    inputs: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Rows ``idx`` of the pre-tokenised inputs, trimmed to the batch's longest row, on ``device``."""
     mask = inputs["attention_mask"][idx]
     width = max(1, int(mask.sum(dim=1).max()))
-    return {"input_ids": inputs["input_ids"][idx, :width].to(device), "attention_mask": mask[:, :width].to(device)}
+    return {
+        "input_ids": inputs["input_ids"][idx, :width].to(device),
+        "attention_mask": mask[:, :width].to(device),
+    }
 
 
 @torch.no_grad()
-def _accuracy(model: TaskModel, inputs: dict[str, torch.Tensor], labels: np.ndarray, batch_size: int) -> float:
+def _accuracy(
+    model: TaskModel, inputs: dict[str, torch.Tensor], labels: np.ndarray, batch_size: int
+) -> float:
     """Accuracy of ``argmax logits`` against integer ``labels`` (eval mode, mode restored after)."""
     was_training = model.training
     model.eval()
@@ -152,9 +159,13 @@ class _Loop:
         return loss.item(), ce.item(), scl.item()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": _cpu(self.model.state_dict()),
-                "momentum": None if self.momentum is None else _cpu(self.momentum.state_dict()),
-                "optimizer": self.optimizer.state_dict(), "bank": self.bank.state_dict(), "step": self.step_count}
+        return {
+            "model": _cpu(self.model.state_dict()),
+            "momentum": None if self.momentum is None else _cpu(self.momentum.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "bank": self.bank.state_dict(),
+            "step": self.step_count,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -261,7 +272,9 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
             metrics = _run_epoch(loop, train_inputs, train, epoch=epoch, seed=seed, progress=progress,
                                  desc=f"train {config.tam} epoch {epoch + 1}/{epochs}")
         acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size)
-        state["history"].append({"epoch": epoch + 1, **metrics, "valid_acc": acc, "bank_size": len(loop.bank)})
+        state["history"].append(
+            {"epoch": epoch + 1, **metrics, "valid_acc": acc, "bank_size": len(loop.bank)}
+        )
         if acc > state["best_acc"]:
             state.update(best_acc=acc, best_epoch=epoch + 1, best_state=_cpu(model.state_dict()))
         state["epoch"] = epoch + 1

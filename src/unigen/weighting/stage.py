@@ -54,7 +54,8 @@ def weight_settings(cfg: UniGenConfig) -> dict[str, Any]:
 
 
 def training_rows(relabeled: Iterable[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
-    """Kept relabeled rows as training rows: soft -> ``probs``; hard -> relabel argmax; none -> prompt label."""
+    """Kept relabeled rows as training rows: soft -> ``probs``; hard -> relabel argmax; none -> prompt
+    label."""
     rows = []
     for r in relabeled:
         if not r.get("keep", True):
@@ -103,7 +104,9 @@ def weight_rows(rows: list[dict[str, Any]], output: Path, cfg: UniGenConfig, *, 
     if state_path.is_file():
         saved = torch.load(state_path, weights_only=True)
         if saved["n"] != len(rows) or saved["seed"] != cfg.seed:
-            raise StageError(f"{state_path} belongs to another run (rows or seed differ); remove it to start over")
+            raise StageError(
+                f"{state_path} belongs to another run (rows or seed differ); remove it to start over"
+            )
         state = WeightState(**saved["state"])
 
     def save_state(s: WeightState) -> None:
@@ -139,14 +142,23 @@ def _weight_into(stage: Stage, rows: list[dict[str, Any]], cfg: UniGenConfig, so
     return stage.path
 
 
-def weight_stage(cfg: UniGenConfig, workdir: str | Path | None, relabel_dir: str | Path, *, progress: bool = True,
-                 path: str | Path | None = None, vectors: Any = None) -> Path:
+def weight_stage(
+    cfg: UniGenConfig,
+    workdir: str | Path | None,
+    relabel_dir: str | Path,
+    *,
+    progress: bool = True,
+    path: str | Path | None = None,
+    vectors: Any = None,
+) -> Path:
     """Run (or resume, or skip) the weight stage of a finished relabel folder; returns the stage folder.
 
     The folder is ``<workdir>/03_weight/<fingerprint>``, or exactly ``path``.
     """
     upstream = {"relabel": Stage.load(relabel_dir, "relabel").fingerprint}
-    stage = open_stage("weight", weight_settings(cfg), workdir=workdir, path=path, upstream=upstream, seed=cfg.seed)
+    stage = open_stage(
+        "weight", weight_settings(cfg), workdir=workdir, path=path, upstream=upstream, seed=cfg.seed
+    )
     if stage.complete:
         return stage.path
     rows = training_rows(iter_stage_rows(relabel_dir, "relabel"), cfg.relabel.mode)
@@ -159,7 +171,9 @@ def weight_file(data_path: str | Path, cfg: UniGenConfig, *, workdir: str | Path
     data_path = Path(data_path)
     read_training_rows(data_path, len(cfg.labels))  # validates: errors name file:line
     upstream = {"data": file_digest(data_path)}
-    stage = open_stage("weight", weight_settings(cfg), workdir=workdir, path=path, upstream=upstream, seed=cfg.seed)
+    stage = open_stage(
+        "weight", weight_settings(cfg), workdir=workdir, path=path, upstream=upstream, seed=cfg.seed
+    )
     if stage.complete:
         return stage.path
     rows = [row for _, row in iter_jsonl(data_path) if row.get("keep", True)]

@@ -126,7 +126,8 @@ def _params(model: nn.Module) -> list[Tensor]:
 
 
 def weight_threshold(weights: Tensor, drop_lowest: float) -> Tensor:
-    """kappa = the k-th largest weight, ``k = max(1, floor((1 - drop_lowest) N))``; rows ``w >= kappa`` count."""
+    """kappa = the k-th largest weight, ``k = max(1, floor((1 - drop_lowest) N))``; rows ``w >= kappa``
+    count."""
     k = max(1, math.floor((1.0 - drop_lowest) * len(weights) + 1e-9))
     return torch.topk(weights, k).values[-1]
 
@@ -140,7 +141,10 @@ def train_inner(model: nn.Module, inputs: Inputs, targets: Tensor, weights: Tens
     for _ in range(epochs):
         order = torch.randperm(len(targets), generator=generator)
         for idx, batch in _batches(inputs, order, batch_size, device):
-            loss = (weights[idx.to(device)] * soft_cross_entropy_per_sample(_logits(model, batch), targets[idx].to(device))).mean()
+            loss = (
+                weights[idx.to(device)]
+                * soft_cross_entropy_per_sample(_logits(model, batch), targets[idx].to(device))
+            ).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -155,7 +159,9 @@ def class_balance_factors(labels: Tensor, keep: Tensor, num_classes: int) -> Ten
     """
     counts = torch.bincount(labels[keep], minlength=num_classes).to(torch.float64)
     present = counts > 0
-    factors = torch.where(present, counts.sum() / (present.sum() * counts.clamp_min(1)), torch.zeros_like(counts))
+    factors = torch.where(
+        present, counts.sum() / (present.sum() * counts.clamp_min(1)), torch.zeros_like(counts)
+    )
     return factors.to(torch.get_default_dtype())
 
 
