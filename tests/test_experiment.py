@@ -4,7 +4,8 @@ import pytest
 
 from unigen.cli import main
 from unigen.config import ConfigError
-from unigen.evaluation.tables import SETS, render_report
+from unigen.evaluation.paper import TEST_SETS as SETS
+from unigen.evaluation.tables import render_report
 from unigen.experiment import CellsFailed, load_experiment, run_experiment
 
 SPEC = """

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from unigen.config import UniGenConfig, load_config
-from unigen.stages import Stage
+from unigen.stages import STAGES, Stage
 
 DEFAULT_WORKDIR = "runs/default"
 
@@ -23,8 +23,9 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
-def add_destination(p: argparse.ArgumentParser, what: str) -> None:
-    """``--workdir DIR`` (the pipeline's layout) or ``--output DIR`` (exactly this folder)."""
+def add_destination(p: argparse.ArgumentParser, stage: str) -> None:
+    """``--workdir DIR`` (the pipeline's layout) or ``--output DIR`` (exactly this folder) for ``stage``."""
+    what = STAGES[stage].folder
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--workdir",

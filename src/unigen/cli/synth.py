@@ -17,7 +17,7 @@ from unigen.errors import ConfigError
 
 def add_generate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="stage 1: synthetic texts from prompts (sharded, resumable)")
-    add_destination(p, "01_generate")
+    add_destination(p, "generate")
     add_config_args(p)
     p.set_defaults(func=run_generate)
     return p
@@ -27,7 +27,7 @@ def add_relabel(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("relabel", help="stage 2: pseudo-relabel generated texts with the generator")
     p.add_argument("--input", default=None,
                    help="finished generation folder (default: the one of this config under --workdir)")
-    add_destination(p, "02_relabel")
+    add_destination(p, "relabel")
     add_config_args(p)
     p.set_defaults(func=run_relabel)
     return p

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
 from unigen.registry import pick_device
+from unigen.stages import STAGES
 
 _DATA_HELP = (
     "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
@@ -36,9 +37,12 @@ def add_weight(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "state.pt.",
     )
     p.add_argument(
-        "--data", required=True, metavar="RELABEL_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="02_relabel")
+        "--data",
+        required=True,
+        metavar="RELABEL_DIR|FILE.jsonl",
+        help=_DATA_HELP.format(stage=STAGES["relabel"].folder),
     )
-    add_destination(p, "03_weight")
+    add_destination(p, "weight")
     add_config_args(p)
     p.set_defaults(func=run_weight)
     return p
@@ -62,9 +66,12 @@ def add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Writes a train stage folder: model/ (the task model) and checkpoints/ "
                                    "(metrics.jsonl; checkpoint.pt while it runs, so a killed run resumes).")
     p.add_argument(
-        "--data", required=True, metavar="WEIGHT_DIR|FILE.jsonl", help=_DATA_HELP.format(stage="03_weight")
+        "--data",
+        required=True,
+        metavar="WEIGHT_DIR|FILE.jsonl",
+        help=_DATA_HELP.format(stage=STAGES["weight"].folder),
     )
-    add_destination(p, "04_train")
+    add_destination(p, "train")
     p.add_argument(
         "--keep-checkpoint", action="store_true", help="keep checkpoints/checkpoint.pt after the run"
     )

@@ -26,7 +26,6 @@ from unigen.evaluation.paper import (
     set_dict,
 )
 
-SETS = TEST_SETS
 BASELINES = [
     (method, domain) for method in ("zerogen", "sungen") for domain in GENERATION_DOMAINS
 ]  # main table
@@ -35,7 +34,7 @@ BASELINES = [
 def aggregate(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean and std (over seeds) of the 7 accuracies + average, in %, and the number of seeds."""
     values = np.array(
-        [[100 * r["accuracy"].get(s, np.nan) for s in SETS] + [100 * r["average"]] for r in records]
+        [[100 * r["accuracy"].get(s, np.nan) for s in TEST_SETS] + [100 * r["average"]] for r in records]
     )
     std = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)
     return values.mean(axis=0), std, len(values)
@@ -118,8 +117,8 @@ def _prompting_rows(baselines: dict[str, Any]) -> list[tuple[str, list[dict[str,
     rows = []
     for name, res in baselines.items():
         if name.startswith("Prompting") and "average" in res:
-            rec = {"accuracy": {s: res[s]["accuracy"] for s in SETS}, "average": res["average"]}
-            rows.append((f"{name} (n={res[SETS[0]]['n']}/set)", [rec], PAPER_PROMPTING))
+            rec = {"accuracy": {s: res[s]["accuracy"] for s in TEST_SETS}, "average": res["average"]}
+            rows.append((f"{name} (n={res[TEST_SETS[0]]['n']}/set)", [rec], PAPER_PROMPTING))
     return rows
 
 
@@ -149,7 +148,7 @@ def _set_means(records: Sequence[dict[str, Any]], sets: Sequence[str]) -> tuple[
 
 
 def _paper_set_mean(row: tuple[float, ...] | None, sets: Sequence[str]) -> float | None:
-    return None if row is None else float(np.mean([row[SETS.index(s)] for s in sets]))
+    return None if row is None else float(np.mean([row[TEST_SETS.index(s)] for s in sets]))
 
 
 def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
@@ -168,8 +167,8 @@ def render_cross_domain(records: Sequence[dict[str, Any]], tam: str) -> str:
         recs = _select(main, method=method, domain=domain)
         if not recs:
             continue
-        inside = [s for s in SETS if SET_DOMAIN[s] == domain]
-        outside = [s for s in SETS if s not in inside]
+        inside = [s for s in TEST_SETS if SET_DOMAIN[s] == domain]
+        outside = [s for s in TEST_SETS if s not in inside]
         base_in, base_out = _set_means(recs, inside)[0], _set_means(recs, outside)[0]
         uni_out, uni_std = _set_means(unigen, outside)
         paper_base = PAPER_MAIN.get((slot, method, domain)) if slot else None
