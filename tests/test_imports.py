@@ -94,3 +94,11 @@ def test_the_command_line_loads_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_public_api():
+    import unigen
+
+    for name in unigen.__all__:
+        assert getattr(unigen, name) is not None, name
+    from unigen import TaskModel, UniGenError, load_config, run_pipeline  # noqa: F401 (the README's imports)

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_config": "unigen.config",
     "UniGenConfig": "unigen.config",
+    "UniGenError": "unigen.errors",
+    "run_pipeline": "unigen.pipeline",
     "TaskModel": "unigen.tam.model",
     "load_dataset": "unigen.evaluation.datasets",
     "evaluate_classifier": "unigen.evaluation.evaluate",
