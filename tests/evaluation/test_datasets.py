@@ -85,3 +85,14 @@ def test_parse_dataset_names():
 def test_test_files_are_jsonl_with_binary_labels():
     ds = load_dataset("amazon")
     assert json.loads(json.dumps(ds.texts[0])) == ds.texts[0]
+
+
+def test_default_data_dir_is_beside_the_project(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from unigen.evaluation.datasets import default_data_dir
+
+    monkeypatch.delenv("UNIGEN_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # not found from the working directory: the project's sibling folder
+    project = Path(__file__).resolve().parents[2]
+    assert default_data_dir() == project.parent / "shared" / "datasets"

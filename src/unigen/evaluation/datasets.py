@@ -39,7 +39,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("UNIGEN_DATA")
     if env:
         return Path(env)
-    project_root = Path(__file__).resolve().parents[2]
+    project_root = Path(__file__).resolve().parents[3]  # src/unigen/evaluation/datasets.py -> the project
     for base in (project_root, Path.cwd()):
         candidate = base.parent / "shared" / "datasets"
         if candidate.is_dir():
