@@ -164,3 +164,24 @@ def test_errors(tmp_path):
         TaskModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="architecture"):
         TAMSpec("cnn", "x", LABELS)
+
+
+def test_mean_pooling_ignores_padding_and_differs_from_cls(bert_dir):
+    model = _build("bert", bert_dir, pooling="mean").eval()
+    short, long = "the movie was good", "the movie was really very good , so lovely and superb"
+    with torch.no_grad():
+        alone = model.encoder(**model.encode([short]))
+        padded = model.encoder(**model.encode([short, long]))[0]
+        torch.testing.assert_close(alone[0], padded, atol=1e-5, rtol=1e-5)
+        cls_vec = _build("bert", bert_dir).encoder(**model.encode([short]))[0]
+    assert not torch.allclose(cls_vec, alone[0])
+    with pytest.raises(ValueError, match="pooling"):
+        _build("bert", bert_dir, pooling="max")
+
+
+def test_predictions_keep_input_order_under_length_sorting(bert_dir):
+    model = _build("bert", bert_dir)
+    texts = ["good", "the movie was really very good , so lovely", "bad", "it was awful and boring !", "so"]
+    together = model.predict_proba(texts, batch_size=2)
+    one_by_one = np.stack([model.predict_proba(t) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)

@@ -222,3 +222,63 @@ def test_train_and_predict_commands(tmp_path, bert_dir, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n\nsecond\n"))
     assert main(["predict", "--model", str(out)]) == 0
     assert [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()] == ["from stdin", "second"]
+
+
+# ---------------------------------------------------------------- schedule, pooling, token limits
+
+def test_lr_schedule_warmup_then_linear_decay():
+    cfg = TrainConfig(warmup=0.1, schedule="linear")
+    factors = [cfg.lr_factor(step, 100) for step in range(100)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factors[10] == pytest.approx(1.0) and factors[-1] == pytest.approx(1 / 90)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert [TrainConfig().lr_factor(s, 100) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]  # the paper: constant
+
+
+def test_min_steps_adds_epochs_for_small_data():
+    cfg = TrainConfig(tam="lstm", batch_size=8, min_steps=30)
+    assert cfg.planned_epochs(16) == 15  # 2 steps per epoch
+    assert cfg.planned_epochs(1000) == 5  # the default epochs already give more steps
+    result = _train(sentiment_rows(20), epochs=1, min_steps=9)  # 18 train rows: 3 steps per epoch
+    assert len(result.history) == 3 and result.completed
+
+
+def test_scheduled_lr_reaches_the_optimiser(monkeypatch):
+    seen = []
+    original = train_mod._Loop.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod._Loop, "step", spy)
+    _train(sentiment_rows(18), epochs=2, lr=1e-2, warmup=0.25, schedule="linear")  # 16 rows: 2 x 2 steps
+    assert seen == pytest.approx([1e-2, 1e-2 * 3 / 3, 1e-2 * 2 / 3, 1e-2 * 1 / 3])
+
+
+def test_resume_with_a_schedule_matches_uninterrupted_run(tmp_path):
+    rows = sentiment_rows(40)
+    cfg = TrainConfig(**LSTM, epochs=3, warmup=0.2, schedule="linear")
+    common = {"seed": 1, "vectors": fake_vectors(), "progress": False}
+    full = train_task_model(rows, cfg, LABELS, **common)
+    train_task_model(rows, cfg, LABELS, workdir=tmp_path, max_epochs_this_run=2, **common)
+    resumed = train_task_model(rows, cfg, LABELS, workdir=tmp_path, **common)
+    assert _strip_timing(resumed.history) == _strip_timing(full.history)
+
+
+def test_mean_pooling_and_prediction_limit_are_saved(bert_dir, tmp_path):
+    rows = sentiment_rows(24)
+    cfg = {"tam": str(bert_dir), "epochs": 1, "lr": 5e-3, "max_length": 8}
+    result = _train(rows, pooling="mean", predict_max_length=16, **cfg)
+    model = result.model
+    assert model.spec.pooling == "mean" and model.spec.max_length == 16
+    assert model.encode(["the movie was good " * 10])["input_ids"].shape[1] == 16
+    assert model.encode(["the movie was good " * 10], 8)["input_ids"].shape[1] == 8
+    from unigen.tam.model import TaskModel
+
+    loaded = TaskModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert loaded.spec == model.spec
+    texts = [r["text"] for r in rows]
+    np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
+    cls_model = _train(rows, **cfg).model
+    assert cls_model.spec.pooling == "cls" and cls_model.spec.max_length == 8

@@ -226,9 +226,31 @@ class TrainConfig:
     lstm_hidden: int = setting(
         256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)"
     )
+    pooling: str = setting(
+        "cls", "transformer sentence vector: cls (first token, the paper) | mean (masked mean of the tokens)",
+        fingerprint="unless_default",
+    )
+    predict_max_length: int | None = setting(
+        None, "token limit at prediction, saved with the model (None: max_length, the paper)",
+        fingerprint="unless_default",
+    )
+    min_steps: int = setting(
+        0, "at least this many optimiser steps: more epochs when the data is small (0: epochs only)",
+        fingerprint="unless_default",
+    )
+    warmup: float = setting(0.0, "share of the optimiser steps with a linear lr warm-up from 0",
+                            fingerprint="unless_default")
+    schedule: str = setting("constant", "constant | linear: lr decays linearly to 0 at the last step",
+                            fingerprint="unless_default")
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
+        _one_of("train.pooling", self.pooling, ("cls", "mean"))
+        _one_of("train.schedule", self.schedule, ("constant", "linear"))
+        _check(0.0 <= self.warmup < 1.0, "train.warmup must be in [0, 1)")
+        _check(self.min_steps >= 0, "train.min_steps must be >= 0")
+        _check(self.predict_max_length is None or self.predict_max_length > 0,
+               "train.predict_max_length must be None or positive")
         _check(self.epochs is None or self.epochs > 0, "train.epochs must be positive")
         _check(self.lr is None or self.lr > 0, "train.lr must be positive")
         _check(0.0 < self.valid_fraction < 1.0, "train.valid_fraction must be in (0, 1)")
@@ -242,6 +264,24 @@ class TrainConfig:
     def resolved_lr(self) -> float:
         """``lr``, or 1e-3 for the LSTM and 2e-5 for transformers when unset (docs/method.md)."""
         return self.lr if self.lr is not None else DEFAULT_LR[_family(self.tam)]
+
+    def planned_epochs(self, train_rows: int) -> int:
+        """:meth:`resolved_epochs`, raised so that the run makes at least ``min_steps`` optimiser steps."""
+        steps_per_epoch = max(1, -(-train_rows // self.batch_size))
+        return max(self.resolved_epochs(), -(-self.min_steps // steps_per_epoch))
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of the base lr at optimiser step ``step`` (0-based) of ``total_steps``.
+
+        ``w = round(warmup * total_steps)`` warm-up steps: ``(step + 1) / w``; then ``1`` (constant)
+        or ``(total_steps - step) / (total_steps - w)`` (linear decay to 0).
+        """
+        warm = round(self.warmup * total_steps)
+        if step < warm:
+            return (step + 1) / warm
+        if self.schedule == "linear":
+            return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+        return 1.0
 
 
 @dataclass(frozen=True)

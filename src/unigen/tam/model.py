@@ -78,6 +78,7 @@ class TAMSpec:
     vocab_size: int | None = None  # LSTM only
     embed_dim: int | None = None  # LSTM only
     hidden_size: int | None = None  # LSTM only: units per direction
+    pooling: str = "cls"  # transformer only: cls | mean (records written before it existed are cls)
 
     def __post_init__(self) -> None:
         if self.architecture not in ("lstm", "transformer"):
@@ -87,16 +88,27 @@ class TAMSpec:
 
 
 class TransformerEncoder(nn.Module):
-    """Wraps a Hugging Face ``AutoModel``; the sentence vector is the first token's last hidden state."""
+    """Wraps a Hugging Face ``AutoModel``; the sentence vector ``h`` comes from its last hidden states ``H``.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``pooling="cls"`` (the paper): ``h = H[:, 0]``, the first token ([CLS] / <s>).
+    ``pooling="mean"``: ``h = sum_t m_t H[:, t] / sum_t m_t`` over the attention mask ``m``, the pooling
+    sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with.
+    """
+
+    def __init__(self, model: nn.Module, pooling: str = "cls") -> None:
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}: use cls or mean")
         self.model = model
+        self.pooling = pooling
         self.output_dim = int(model.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state[:, 0]
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 @contextlib.contextmanager
@@ -137,7 +149,8 @@ class TaskModel(nn.Module):
     @classmethod
     def build(cls, tam: str, labels: Sequence[str], *, texts: Sequence[str] | None = None,
               max_length: int = 40, projection_dim: int = 256, lstm_hidden: int = DEFAULT_LSTM_HIDDEN,
-              max_vocab: int = 50_000, vectors: Vectors | None = None, seed: int | None = None) -> TaskModel:
+              max_vocab: int = 50_000, vectors: Vectors | None = None, seed: int | None = None,
+              pooling: str = "cls") -> TaskModel:
         """A new, untrained task model (on CPU).
 
         Args:
@@ -150,6 +163,7 @@ class TaskModel(nn.Module):
             max_vocab: LSTM vocabulary cap (including ``<pad>``, ``<unk>``).
             vectors: LSTM word vectors ``(words, (V, D) array)``; default: the embedded GloVe-6B-50d.
             seed: seeds every random initialisation (heads, unknown-word vectors, LSTM).
+            pooling: transformer sentence vector, ``cls`` or ``mean`` (:class:`TransformerEncoder`).
         """
         labels = tuple(labels)
         with _seeded(seed):
@@ -166,8 +180,8 @@ class TaskModel(nn.Module):
 
                 path = resolve(tam)
                 tokenizer = from_pretrained(AutoTokenizer, path)
-                encoder = TransformerEncoder(from_pretrained(AutoModel, path, dtype=torch.float32))
-                spec = TAMSpec("transformer", tam, labels, max_length, projection_dim)
+                encoder = TransformerEncoder(from_pretrained(AutoModel, path, dtype=torch.float32), pooling)
+                spec = TAMSpec("transformer", tam, labels, max_length, projection_dim, pooling=pooling)
             return cls(spec, encoder, tokenizer)
 
     def fresh_copy(self) -> TaskModel:
@@ -200,13 +214,14 @@ class TaskModel(nn.Module):
         features = self.projection(self.encoder(input_ids, attention_mask))
         return TAMOutput(logits=self.classifier(features), features=features)
 
-    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise: ``{"input_ids", "attention_mask"}`` ``(N, L)`` CPU tensors, right-padded to the
-        longest."""
+        longest, cut to ``max_length`` tokens (default: the model's prediction limit ``spec.max_length``)."""
         texts = list(texts)
+        limit = max_length or self.spec.max_length
         if self.spec.architecture == "lstm":
-            return self.tokenizer.batch(texts, self.spec.max_length)
-        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.spec.max_length,
+            return self.tokenizer.batch(texts, limit)
+        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=limit,
                              return_tensors="pt", return_token_type_ids=False)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
@@ -215,22 +230,26 @@ class TaskModel(nn.Module):
     @torch.no_grad()
     def _outputs(self, items: list[str], batch_size: int, pick: Callable[[TAMOutput], torch.Tensor],
                  width: int) -> np.ndarray:
-        """``pick(output)`` for every text, batched, in eval mode (mode restored after)."""
+        """``pick(output)`` for every text, in eval mode (mode restored after), in the input order.
+
+        Batches are formed from texts of similar length (sorted by characters), so little of each
+        batch is padding; padding is masked, so the order changes nothing but the speed.
+        """
         bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
         if bad is not None:
             raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
         was_training = self.training
         self.eval()
-        chunks = [np.zeros((0, width), dtype=np.float32)]
+        out = np.zeros((len(items), width), dtype=np.float32)
+        order = np.argsort([len(t) for t in items], kind="stable")
         try:
             for start in range(0, len(items), batch_size):
-                batch = {
-                    k: v.to(self.device) for k, v in self.encode(items[start : start + batch_size]).items()
-                }
-                chunks.append(pick(self(**batch)).float().cpu().numpy())
+                idx = order[start : start + batch_size]
+                batch = {k: v.to(self.device) for k, v in self.encode([items[i] for i in idx]).items()}
+                out[idx] = pick(self(**batch)).float().cpu().numpy()
         finally:
             self.train(was_training)
-        return np.concatenate(chunks)
+        return out
 
     def predict_proba(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Class probabilities: ``(N, C)`` for a list of texts, ``(C,)`` for a single string."""
@@ -312,7 +331,7 @@ class TaskModel(nn.Module):
 
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             hf_config = AutoConfig.from_pretrained(str(path / ENCODER_SUBDIR))
-            encoder = TransformerEncoder(AutoModel.from_config(hf_config, dtype=torch.float32))
+            encoder = TransformerEncoder(AutoModel.from_config(hf_config, dtype=torch.float32), spec.pooling)
         model = cls(spec, encoder, tokenizer)
         load_model(model, str(path / WEIGHTS_NAME), strict=True)
         return model.to(device).eval()

@@ -109,7 +109,8 @@ def _accuracy(
 class _Loop:
     """The mutable state of one run: online model, momentum model, optimiser, memory bank, step counter."""
 
-    def __init__(self, model: TaskModel, config: TrainConfig, *, weight_ce: bool, seed: int) -> None:
+    def __init__(self, model: TaskModel, config: TrainConfig, *, weight_ce: bool, seed: int,
+                 total_steps: int) -> None:
         self.model, self.config, self.weight_ce = model, config, weight_ce
         self.device = model.device
         self.momentum: TaskModel | None = None
@@ -124,6 +125,14 @@ class _Loop:
         self.optimizer = torch.optim.Adam(params, lr=config.resolved_lr(), weight_decay=0.0)
         self.bank = MemoryBank(config.bank_size, config.projection_dim, device=self.device)
         self.step_count = 0
+        self.total_steps = total_steps
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        """The scheduled lr of the next step (``TrainConfig.lr_factor``; a pure function of the step)."""
+        lr = self.config.resolved_lr() * self.config.lr_factor(self.step_count, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _scl(self, batch: dict[str, torch.Tensor], features: torch.Tensor, hard: torch.Tensor,
              weights: torch.Tensor | None) -> torch.Tensor:
@@ -153,9 +162,10 @@ class _Loop:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.optimizer.step()
+        self.step_count += 1
+        self._set_lr()
         if self.momentum is not None:
             momentum_update(self.model, self.momentum, self.config.momentum)
-        self.step_count += 1
         return loss.item(), ce.item(), scl.item()
 
     def state_dict(self) -> dict[str, Any]:
@@ -174,6 +184,7 @@ class _Loop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.load_state_dict(state["bank"])
         self.step_count = int(state["step"])
+        self._set_lr()
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -243,11 +254,15 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
     data = as_training_data(data, len(labels))
     train_idx, valid_idx = split_indices(len(data), config.valid_fraction, seed)
     train, valid = data.subset(train_idx), data.subset(valid_idx)
-    model = TaskModel.build(config.tam, labels, texts=train.texts, max_length=config.max_length,
+    model = TaskModel.build(config.tam, labels, texts=train.texts,
+                            max_length=config.predict_max_length or config.max_length,
                             projection_dim=config.projection_dim, lstm_hidden=config.lstm_hidden,
-                            vectors=vectors, seed=seed).to(pick_device(device))
-    loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed)
-    train_inputs, valid_inputs = model.encode(train.texts), model.encode(valid.texts)
+                            vectors=vectors, seed=seed, pooling=config.pooling).to(pick_device(device))
+    epochs = config.planned_epochs(len(train))
+    steps = epochs * -(-len(train) // config.batch_size)
+    loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed, total_steps=steps)
+    train_inputs = model.encode(train.texts, config.max_length)
+    valid_inputs = model.encode(valid.texts, config.max_length)
     valid_labels = valid.hard_labels()
 
     run_id = fingerprint(config, {"labels": list(labels), "seed": seed, "data": data.digest()})
@@ -261,7 +276,6 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
             loop.load_state_dict(saved["loop"])
             state = saved["state"]
 
-    epochs = config.resolved_epochs()
     ran = 0
     for epoch in range(state["epoch"], epochs):
         if max_epochs_this_run is not None and ran >= max_epochs_this_run:
