@@ -9,7 +9,8 @@ import torch
 
 from unigen.config import ConfigError, load_config
 from unigen.stages import Stage
-from unigen.synth.generate import generate_stage, make_sampler
+from unigen.synth.backends import make_sampler
+from unigen.synth.generate import generate_stage
 from unigen.synth.generation import (
     KeySet,
     generate_shard,

@@ -67,9 +67,16 @@ class ScoringConfig:
     )
     include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
     batch_size: int = setting(16, "sequences per forward pass", fingerprint=False)
+    backend: str = setting("transformers", "transformers | ctranslate2 (converted once into the model cache; "
+                           "see unigen.synth.ct2_backend)", fingerprint="unless_default")
+    ct2_compute_type: str = setting("float32", "ctranslate2 backend: float32 (scores equal transformers') | "
+                                    "int8 | int8_float32 (faster, but int8 moves scores enough to change "
+                                    "relabel decisions)", fingerprint="unless_default")
 
     def __post_init__(self) -> None:
         _one_of("scoring.rule", self.rule, ("nll", "verbalizer"))
+        _one_of("scoring.backend", self.backend, ("transformers", "ctranslate2"))
+        _one_of("scoring.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
         _check("{label}" in self.template and "{text}" in self.template,
                "scoring.template needs {label} and {text}")
         _check("{text}" in self.verbalizer_template, "scoring.verbalizer_template needs {text}")
@@ -99,11 +106,20 @@ class GenerateConfig:
     shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
     precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
                              "with bf16 support, different samples)")
-    batch_size: int = setting(32, "prompts per generate call", fingerprint=False)
+    batch_size: int = setting(32, "prompts per generate call (part of the fingerprint with the ctranslate2 "
+                              "backend, whose rows of a batch share one random stream)", fingerprint=False)
+    backend: str = setting("transformers", "transformers | ctranslate2 (converted once into the model cache; "
+                           "see unigen.synth.ct2_backend)", fingerprint="unless_default")
+    ct2_compute_type: str = setting("int8", "ctranslate2 backend: int8 (weights converted to int8) | "
+                                    "int8_float32 | float32", fingerprint="unless_default")
 
     def __post_init__(self) -> None:
         _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
         _one_of("generate.precision", self.precision, ("fp32", "bf16"))
+        _one_of("generate.backend", self.backend, ("transformers", "ctranslate2"))
+        _one_of("generate.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
+        _check(self.backend == "transformers" or self.precision == "fp32",
+               "generate.precision applies to the transformers backend; use generate.ct2_compute_type")
         _check(self.samples_per_label > 0, "generate.samples_per_label must be positive")
         _check(self.top_k >= 0, "generate.top_k must be >= 0")
         _check(0.0 < self.top_p <= 1.0, "generate.top_p must be in (0, 1]")

@@ -97,7 +97,12 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
         from unigen.synth.scoring import LMScorer  # torch
 
         lm_name = spec.split(":", 1)[1] or cfg.generator
-        scorer = LMScorer.from_name(lm_name, cfg.labels, cfg.scoring, device=cfg.device)
+        if cfg.scoring.backend == "ctranslate2":
+            from unigen.synth.ct2_backend import make_ct2_scorer
+
+            scorer = make_ct2_scorer(lm_name, cfg.labels, cfg.scoring, cfg.device)
+        else:
+            scorer = LMScorer.from_name(lm_name, cfg.labels, cfg.scoring, device=cfg.device)
         return PromptClassifier(scorer, f"prompt:{lm_name} ({cfg.scoring.rule})", progress)
     if Path(spec).is_dir():
         from unigen.tam.model import TaskModel  # torch

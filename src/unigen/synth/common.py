@@ -20,13 +20,31 @@ def scoring_settings(cfg: UniGenConfig) -> dict[str, Any]:
     """The scoring settings relabeling uses (``scoring.rule`` and ``scoring.template`` belong to the
     Prompting baseline: relabeling takes its rule from ``relabel.scoring_rule`` and its nll template
     from the prompt set)."""
-    return {k: v for k, v in fingerprint_dict(cfg.scoring).items() if k not in ("rule", "template")}
+    out = {**fingerprint_dict(cfg.scoring), **backend_fingerprint(cfg.scoring)}
+    return {k: v for k, v in out.items() if k not in ("rule", "template")}
+
+
+def backend_fingerprint(section: Any) -> dict[str, Any]:
+    """What changes ctranslate2 outputs beyond the section's own fingerprint (``generate`` or ``scoring``):
+    the compute type even when it is the default, and for sampling the batch size (rows of a batch
+    share one random stream, :mod:`unigen.synth.ct2_backend`)."""
+    if section.backend == "transformers":
+        return {}
+    extra = {"ct2_compute_type": section.ct2_compute_type}
+    if hasattr(section, "max_new_tokens"):
+        extra["batch_size"] = section.batch_size
+    return extra
 
 
 def generate_settings(cfg: UniGenConfig) -> dict[str, Any]:
     """The settings that determine the generated rows (the manifest's config subset)."""
-    out: dict[str, Any] = {"seed": cfg.seed, "labels": list(cfg.labels), "generator": cfg.generator,
-                           "generate": fingerprint_dict(cfg.generate), "until_kept": cfg.relabel.until_kept}
+    out: dict[str, Any] = {
+        "seed": cfg.seed,
+        "labels": list(cfg.labels),
+        "generator": cfg.generator,
+        "generate": {**fingerprint_dict(cfg.generate), **backend_fingerprint(cfg.generate)},
+        "until_kept": cfg.relabel.until_kept,
+    }
     if cfg.relabel.until_kept:  # which shards exist then depends on the relabel filter
         out["relabel"] = fingerprint_dict(cfg.relabel)
         out["scoring"] = scoring_settings(cfg)

@@ -21,30 +21,12 @@ from typing import Any
 from unigen.config import UniGenConfig
 from unigen.errors import ConfigError
 from unigen.stages import Stage, open_stage, stage_dir
+from unigen.synth.backends import make_sampler
 from unigen.synth.cards import Acceptance, summarise, write_generation_card
-from unigen.synth.common import generate_fingerprint, generate_settings, load_generator, progress_bar
+from unigen.synth.common import generate_fingerprint, generate_settings, progress_bar
 from unigen.synth.generation import KeySet, ShardSpec, generate_shard, plan_shards, plan_streams, text_key
 from unigen.synth.prompts import get_prompt_set
-from unigen.synth.sampling import LMSampler, SamplingSettings, TextSampler
-
-
-def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
-    g = cfg.generate
-    return SamplingSettings(
-        top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens
-    )
-
-
-def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> LMSampler:
-    """The fast sampler for ``cfg`` (loads the generator unless ``lm`` is given)."""
-    model, tokenizer = lm or load_generator(cfg)
-    if cfg.generate.precision == "bf16":
-        import copy
-
-        import torch
-
-        model = copy.deepcopy(model).to(torch.bfloat16)
-    return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
+from unigen.synth.sampling import TextSampler
 
 
 def open_generation(

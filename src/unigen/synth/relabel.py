@@ -24,6 +24,7 @@ import numpy as np
 from unigen.config import UniGenConfig, fingerprint_dict
 from unigen.errors import ConfigError, StageError
 from unigen.stages import Stage, open_stage, stage_dir
+from unigen.synth.backends import make_scorer
 from unigen.synth.cards import write_relabel_card
 from unigen.synth.common import (
     generate_fingerprint,
@@ -34,7 +35,6 @@ from unigen.synth.common import (
 from unigen.synth.generation import plan_streams
 from unigen.synth.prompts import get_prompt_set
 from unigen.synth.relabeling import RULES, Scorer, choose_rule, relabel_rows, score_rows
-from unigen.synth.scoring import make_scorer
 
 
 def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | None = None,

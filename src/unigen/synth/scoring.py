@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unigen.config import ScoringConfig, UniGenConfig
+from unigen.config import ScoringConfig
 from unigen.registry import load_causal_lm, pick_device
-from unigen.synth.common import load_generator, progress_bar
+from unigen.synth.common import progress_bar
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -187,11 +187,3 @@ class FastLMScorer(LMScorer):
                 out[batch] = self.sequence_nll([seqs[i] for i in batch])
                 bar.update(len(batch) / k)
         return out.reshape(n, k)
-
-
-def make_scorer(
-    cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None
-) -> FastLMScorer:
-    """The relabel stage's scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
-    model, tokenizer = lm or load_generator(cfg)
-    return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)

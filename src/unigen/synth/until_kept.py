@@ -21,14 +21,14 @@ from typing import Any
 
 from unigen.config import UniGenConfig
 from unigen.stages import Stage
+from unigen.synth.backends import make_sampler, make_scorer
 from unigen.synth.cards import summarise, write_generation_card, write_relabel_card
 from unigen.synth.common import load_generator, progress_bar
-from unigen.synth.generate import make_sampler, open_generation, prompt_stems, rebuild_seen, sample_shard
+from unigen.synth.generate import open_generation, prompt_stems, rebuild_seen, sample_shard
 from unigen.synth.generation import KeySet, Stream, plan_streams, shard_spec
 from unigen.synth.prompts import get_prompt_set
 from unigen.synth.relabel import finish_relabel, open_relabel_stage, relabel_shard, resolve_rule
 from unigen.synth.relabeling import Scorer
-from unigen.synth.scoring import make_scorer
 
 
 class _Loop:
@@ -162,10 +162,12 @@ class _Models:
 
     def sampler(self) -> Any:
         if self._sampler is None:
-            self._sampler = make_sampler(self.cfg, self._lm())
+            hf = self.cfg.generate.backend == "transformers"
+            self._sampler = make_sampler(self.cfg, self._lm() if hf else None)
         return self._sampler
 
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            self._scorer = make_scorer(self.cfg, self._lm())
+            hf = self.cfg.scoring.backend == "transformers"
+            self._scorer = make_scorer(self.cfg, self._lm() if hf else None)
         return self._scorer
