@@ -140,10 +140,12 @@ def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str
             log(traceback.format_exc())
             failures.append(f"cell {n} ({method_label(cfg)} seed {cfg.seed}): {type(exc).__name__}: {exc}")
             continue
-        stages = json.loads((exp.workdir / "run.json").read_text())["stages"]
+        run = json.loads((exp.workdir / "run.json").read_text())
+        stages = run["stages"]
         for tam, metrics in zip(todo, rows.values()):
             rec = _record(cell, cfg, tam, metrics)
             rec["seconds"] = round(time.perf_counter() - tic, 1)
+            rec["timings"] = run.get("timings", {})  # seconds per stage in this cell (cached stages: ~0)
             rec["model"] = stages[f"model {tam}"]
             rec["train_rows"] = _train_rows(Path(rec["model"]).parent)
             records.append(rec)
