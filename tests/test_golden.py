@@ -21,9 +21,17 @@ from unigen.tam.stage import train_settings
 from unigen.tam.train import split_indices
 from unigen.weighting.stage import weight_settings
 
+#: the defaults these folders were made with; later defaults differ (README, "Defaults that differ from the
+#: paper"), and a run that sets these values explicitly still finds its old folders
+PREVIOUS_DEFAULTS = [
+    "generate.samples_per_label=500", "generate.backend=transformers", "scoring.backend=transformers",
+    "relabel.scoring_rule=auto", "relabel.centre_scores=null", "train.pooling=cls",
+    "train.predict_max_length=null",
+]
+
 GOLDEN = {
     "default": (
-        (None, []),
+        (None, PREVIOUS_DEFAULTS),
         {
             "generate": "a2c2bb6f6aec",
             "relabel": "bdb2955af19f",
@@ -37,7 +45,7 @@ GOLDEN = {
         },
     ),
     "quick": (
-        ("configs/quick.yaml", []),
+        ("configs/quick.yaml", PREVIOUS_DEFAULTS[1:]),
         {
             "generate": "0deb747c9aaa",
             "relabel": "a793a2310636",
@@ -49,7 +57,7 @@ GOLDEN = {
         },
     ),
     "sungen-movie": (
-        (None, ["run.method=sungen", "run.domain=movie"]),
+        (None, [*PREVIOUS_DEFAULTS, "run.method=sungen", "run.domain=movie"]),
         {
             "generate": "eca978b56553",
             "relabel": "c3a5218e414f",
@@ -63,7 +71,7 @@ GOLDEN = {
         },
     ),
     "until-kept": (
-        (None, ["relabel.until_kept=true", "seed=3"]),
+        (None, [*PREVIOUS_DEFAULTS, "relabel.until_kept=true", "seed=3"]),
         {
             "generate": "8aa9335717b3",
             "relabel": "9330e1b56e30",
@@ -77,7 +85,8 @@ GOLDEN = {
         },
     ),
     "ablation": (
-        (None, ["run.ablations=[no-scl, hard-relabel]", "evaluate.limit=1000", "generate.min_words=10"]),
+        (None, [*PREVIOUS_DEFAULTS, "run.ablations=[no-scl, hard-relabel]", "evaluate.limit=1000",
+                "generate.min_words=10"]),
         {
             "generate": "f2dce71d5836",
             "relabel": "6237f3aa2370",
@@ -169,6 +178,7 @@ def test_cached_tiny_run_is_reused_not_recomputed(tmp_path, tiny_lm_dir, labelle
     shutil.copytree(tiny_lm_dir, "tiny-gpt2")
     shutil.copy(labelled_jsonl, "data.jsonl")
     cfg = load_config(None, [
+        *PREVIOUS_DEFAULTS[1:],
         "generator=tiny-gpt2", "device=cpu", "generate.samples_per_label=6", "generate.shard_size=4",
         "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=1", "train.epochs=1",
         "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]", "run.baselines=[vader]",

@@ -80,3 +80,16 @@ def test_default_yaml_is_what_unigen_config_prints(capsys):
 
     assert main(["config"]) == 0
     assert capsys.readouterr().out == (ROOT / "configs" / "default.yaml").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(str(path), [])
+
+
+def test_paper_config_restores_the_papers_choices():
+    cfg = load_config(str(Path(__file__).parents[2] / "configs" / "paper.yaml"), [])
+    assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores) == ("nll", False)
+    assert (cfg.train.pooling, cfg.train.predict_max_length, cfg.train.max_length) == ("cls", None, 40)
+    assert cfg.generate.backend == cfg.scoring.backend == "transformers"

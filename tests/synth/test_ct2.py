@@ -158,8 +158,8 @@ def test_backend_settings_fingerprints_and_factories(tiny):
     from unigen.synth.backends import make_sampler, make_scorer
     from unigen.synth.common import generate_fingerprint, relabel_fingerprint
 
-    base = UniGenConfig()
-    assert load_config(None, ["generate.backend=transformers", "scoring.backend=transformers"]) == base
+    base = load_config(None, ["generate.backend=transformers", "scoring.backend=transformers"])
+    assert UniGenConfig().generate.backend == UniGenConfig().scoring.backend == "ctranslate2"  # defaults
     ct = load_config(
         None,
         [f"generator={tiny[0]}", "generate.backend=ctranslate2", "scoring.backend=ctranslate2", "device=cpu"],
@@ -167,9 +167,9 @@ def test_backend_settings_fingerprints_and_factories(tiny):
     hf = dataclasses.replace(ct, generate=base.generate, scoring=base.scoring)
     assert generate_fingerprint(ct) != generate_fingerprint(hf)
     assert relabel_fingerprint(ct, "x") != relabel_fingerprint(hf, "x")
-    bigger = dataclasses.replace(ct, generate=dataclasses.replace(ct.generate, batch_size=64))
+    bigger = dataclasses.replace(ct, generate=dataclasses.replace(ct.generate, batch_size=128))
     assert generate_fingerprint(bigger) != generate_fingerprint(ct)  # batch composition matters with ct2
-    hf64 = dataclasses.replace(hf, generate=dataclasses.replace(hf.generate, batch_size=64))
+    hf64 = dataclasses.replace(hf, generate=dataclasses.replace(hf.generate, batch_size=128))
     assert generate_fingerprint(hf64) == generate_fingerprint(hf)  # ... and not with transformers
     assert isinstance(make_sampler(ct), CT2Sampler)
     assert isinstance(make_scorer(ct), CT2Scorer)

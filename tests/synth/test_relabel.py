@@ -25,7 +25,9 @@ from unigen.synth.until_kept import run_until_kept
 
 from synth_fakes import FakeSampler, FakeScorer, Killed, tiny_gpt2, tiny_llama
 
-BASE = ("generate.samples_per_label=8", "generate.shard_size=4")
+# the auto rule (the previous default) is what most runner tests below exercise
+BASE = ("generate.samples_per_label=8", "generate.shard_size=4", "relabel.scoring_rule=auto",
+        "relabel.centre_scores=null")
 
 
 def cfg_for(*overrides: str):
@@ -184,6 +186,20 @@ def test_mode_none_needs_no_model(tmp_path):
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
     st = Stage.load(relabel_stage(cfg, tmp_path, gen, progress=False))
     assert st.manifest["counts"]["kept"] == 16 and st.manifest["rule"] == "none"
+
+
+def test_default_rule_is_the_centred_verbalizer(tmp_path):
+    cfg = load_config(None, BASE[:2])
+    assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores) == ("verbalizer", True)
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    scorer = FakeScorer(cfg.labels)
+    out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=scorer)
+    choice = Stage.load(out, "relabel").manifest["rule_choice"]
+    assert choice["rule"] == "verbalizer" and choice["centred"] and choice["how"] == "config"
+    assert list(choice["agreement"]) == ["verbalizer centred"]  # the nll rule is never scored
+    sample = [r for r in Stage.load(gen).iter_rows() if r["shard"] in (0, 1)]  # shards 0..streams-1
+    offset = score_rows(scorer, sample, "verbalizer").mean(axis=0)
+    np.testing.assert_allclose(choice["offset"], offset, atol=1e-6)
 
 
 def test_until_kept_reaches_targets_and_resumes(tmp_path):

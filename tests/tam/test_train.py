@@ -280,5 +280,5 @@ def test_mean_pooling_and_prediction_limit_are_saved(bert_dir, tmp_path):
     assert loaded.spec == model.spec
     texts = [r["text"] for r in rows]
     np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
-    cls_model = _train(rows, **cfg).model
+    cls_model = _train(rows, pooling="cls", predict_max_length=None, **cfg).model
     assert cls_model.spec.pooling == "cls" and cls_model.spec.max_length == 8

@@ -140,7 +140,7 @@ def fingerprint_dict(cfg: Any) -> dict[str, Any]:
     for f in dataclasses.fields(cfg):
         mode = f.metadata.get("fingerprint", True)
         value = getattr(cfg, f.name)
-        if not mode or (mode == "unless_default" and value == f.default):
+        if not mode or (mode == "unless_default" and value == f.metadata.get("legacy", f.default)):
             continue
         out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else value
     return json.loads(json.dumps(out))

@@ -27,17 +27,22 @@ def _family(tam: str) -> str:
     return "lstm" if tam == "lstm" else "transformer"
 
 
-def setting(default: Any, help: str, *, fingerprint: bool | str = True) -> Any:
+_NO_LEGACY = object()
+
+
+def setting(default: Any, help: str, *, fingerprint: bool | str = True, legacy: Any = _NO_LEGACY) -> Any:
     """A config field with a help string; ``fingerprint=False`` marks output-neutral settings.
 
     ``fingerprint="unless_default"`` marks a setting added after results were cached: it enters the
-    fingerprint only when it differs from its default, so existing stage folders stay valid.
+    fingerprint only when it differs from its *legacy* value (the behaviour before it existed; by default
+    its default), so existing stage folders stay valid even after the default changes.
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay hashable")
     if fingerprint not in (True, False, "unless_default"):
         raise ValueError(f"fingerprint must be True, False or 'unless_default'; got {fingerprint!r}")
-    return field(default=default, metadata={"help": help, "fingerprint": fingerprint})
+    legacy = default if legacy is _NO_LEGACY else legacy
+    return field(default=default, metadata={"help": help, "fingerprint": fingerprint, "legacy": legacy})
 
 
 def _check(cond: bool, message: str) -> None:
@@ -66,9 +71,10 @@ class ScoringConfig:
         None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)"
     )
     include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
-    batch_size: int = setting(16, "sequences per forward pass", fingerprint=False)
-    backend: str = setting("transformers", "transformers | ctranslate2 (converted once into the model cache; "
-                           "see unigen.synth.ct2_backend)", fingerprint="unless_default")
+    batch_size: int = setting(32, "sequences per forward pass", fingerprint=False)
+    backend: str = setting("ctranslate2", "ctranslate2 (converted once into the model cache, see "
+                           "unigen.synth.ct2_backend; 3.5x the naive loop) | transformers (PyTorch)",
+                           fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("float32", "ctranslate2 backend: float32 (scores equal transformers') | "
                                     "int8 | int8_float32 (faster, but int8 moves scores enough to change "
                                     "relabel decisions)", fingerprint="unless_default")
@@ -92,7 +98,8 @@ class GenerateConfig:
 
     prompt_set: str = setting("universal", "universal | movie | products | restaurant | electronics | "
                               "tweet | combined")
-    samples_per_label: int = setting(500, "target number of generated texts per label (the paper: 500k kept)")
+    samples_per_label: int = setting(
+        1500, "target number of generated texts per label (the paper: 500k kept)")
     top_k: int = setting(40, "top-k sampling")
     top_p: float = setting(0.9, "nucleus sampling")
     temperature: float = setting(1.0, "sampling temperature")
@@ -106,10 +113,11 @@ class GenerateConfig:
     shard_size: int = setting(256, "rows per shard; part of the fingerprint because seeds are per shard")
     precision: str = setting("fp32", "fp32 | bf16: generator weights while sampling (bf16: faster on CPUs "
                              "with bf16 support, different samples)")
-    batch_size: int = setting(32, "prompts per generate call (part of the fingerprint with the ctranslate2 "
+    batch_size: int = setting(64, "prompts per generate call (part of the fingerprint with the ctranslate2 "
                               "backend, whose rows of a batch share one random stream)", fingerprint=False)
-    backend: str = setting("transformers", "transformers | ctranslate2 (converted once into the model cache; "
-                           "see unigen.synth.ct2_backend)", fingerprint="unless_default")
+    backend: str = setting("ctranslate2", "ctranslate2 (int8, converted once into the model cache, see "
+                           "unigen.synth.ct2_backend; 7.6x the naive loop) | transformers (PyTorch)",
+                           fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("int8", "ctranslate2 backend: int8 (weights converted to int8) | "
                                     "int8_float32 | float32", fingerprint="unless_default")
 
@@ -139,13 +147,14 @@ class RelabelConfig:
     temperature: float = setting(0.1, "tau_RE")
     threshold: float = setting(0.2, "T_RE: keep iff p(prompt label) > 1/C + T_RE")
     drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
-    scoring_rule: str = setting("auto", "auto: pick nll or verbalizer by agreement with prompt labels; "
-                                "or nll | verbalizer")
+    scoring_rule: str = setting("verbalizer", "verbalizer: p(label word | text), the LM's own posterior; "
+                                "nll: the paper's p(text | label); auto: the rule that agrees more with the "
+                                "prompt labels on the auto sample")
     auto_sample: int = setting(
         256, "auto rule: generated texts (first shard of each stream) scored both ways"
     )
     centre_scores: bool | None = setting(
-        None,
+        True,
         "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
         "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)",
     )
@@ -243,12 +252,13 @@ class TrainConfig:
         256, "LSTM units per direction (stays under 7M parameters with a 50k vocabulary)"
     )
     pooling: str = setting(
-        "cls", "transformer sentence vector: cls (first token, the paper) | mean (masked mean of the tokens)",
-        fingerprint="unless_default",
+        "mean", "transformer sentence vector: mean (masked mean of the tokens, how sentence-transformers "
+        "encoders were trained) | cls (first token, the paper)",
+        fingerprint="unless_default", legacy="cls",
     )
     predict_max_length: int | None = setting(
-        None, "token limit at prediction, saved with the model (None: max_length, the paper)",
-        fingerprint="unless_default",
+        128, "token limit at prediction, saved with the model (None: max_length, the paper)",
+        fingerprint="unless_default", legacy=None,
     )
     min_steps: int = setting(
         0, "at least this many optimiser steps: more epochs when the data is small (0: epochs only)",
