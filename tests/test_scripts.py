@@ -92,3 +92,22 @@ def test_sync_tables_replaces_only_the_report_tables(tmp_path):
         "intro\n\n#### Main\n\n| a |\n|---|\n| 2 |\n\nprose | kept\n\n#### Gone\n\n| z |\n\n"
         "#### Other\n| b |\n|---|\n| 9 |\n\nafter\n"
     )
+
+
+def test_scaling_report_groups_sizes_and_seeds(tmp_path):
+    sr = load_script("scaling_report")
+
+    def rec(tam, spl, seed, avg):
+        return {"tam": tam, "seed": seed, "average": avg, "train_rows": 2 * spl,
+                "settings": [f"generate.samples_per_label={spl}"],
+                "timings": {"generate+relabel": 10.0, "weight": 2.0, f"train {tam}": 5.0,
+                            f"evaluate {tam}": 1.0}}
+
+    records = [rec("minilm-l6", 500, 1, 0.70), rec("minilm-l6", 500, 2, 0.72),
+               rec("minilm-l6", 1500, 1, 0.75)]
+    (tmp_path / "s.json").write_text(json.dumps(records))
+    assert sr.main(["--records", str(tmp_path / "s.json"), "--output", str(tmp_path / "s.md")]) == 0
+    text = (tmp_path / "s.md").read_text()
+    assert "| minilm-l6 | 1,000 | 1,000 | 1,2 | 71.00 ± 1.41 | 10 | 2 | 5 | 1 |" in text
+    assert "| minilm-l6 | 3,000 | 3,000 | 1 | 75.00 |" in text
+    assert (tmp_path / "s.png").stat().st_size > 1000
