@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +112,19 @@ def test_scaling_report_groups_sizes_and_seeds(tmp_path):
     assert "| minilm-l6 | 1,000 | 1,000 | 1,2 | 71.00 ± 1.41 | 10 | 2 | 5 | 1 |" in text
     assert "| minilm-l6 | 3,000 | 3,000 | 1 | 75.00 |" in text
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_relabel_rules_variants_centre_and_filter():
+    rr = load_script("relabel_rules")
+    y = np.array([0, 0, 1, 1])
+    verbalizer = np.array([[1.0, 3.0], [2.0, 2.1], [2.0, 1.0], [1.5, 1.0]])  # -log p(label word), lower wins
+    d = {"y": y, "texts": np.array(list("abcd"), dtype=object), "verbalizer": verbalizer,
+         "cf": np.array([0.0, 0.5])}
+    _, probs, keep, _ = rr.labelling(d, "vc-filter", 0, 0.1, 0.2)
+    centred = verbalizer - verbalizer.mean(axis=0)
+    assert (probs.argmax(1) == centred.argmin(1)).all()
+    assert keep.tolist() == [True, False, True, True]  # row 1 is a near tie after centring
+    _, probs, keep, _ = rr.labelling(d, "prompt", 0, 0.1, 0.2)
+    assert keep.all() and (probs.argmax(1) == y).all()
+    _, _, keep, _ = rr.labelling(d, "v-all", 0, 0.1, 0.2)
+    assert keep.all()

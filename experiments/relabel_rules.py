@@ -1,0 +1,132 @@
+"""Compare relabel rules and task-model settings on the same generated texts (issue 12, results/quality.md).
+
+Two steps, so that the LM scores once and every variant trains on exactly the same texts:
+
+    # 1. raw scores of every generated text under the verbalizer rule (and optionally nll)
+    python experiments/relabel_rules.py score GEN_DIR scores.npz [--rules verbalizer,nll]
+    # 2. a MiniLM task model on one labelling of those texts, evaluated on the seven test sets
+    python experiments/relabel_rules.py train scores.npz VARIANT [--set train.pooling=mean ...]
+        [--eval-len 40,128] [--limit 500] [--n 0] [--log results.jsonl]
+
+``GEN_DIR`` is a finished ``01_generate/<fingerprint>`` folder. Variants are ``<rule>-<filter>``: rules
+``v`` (verbalizer, content-free calibrated), ``vc`` (verbalizer, each label's scores centred on the
+whole generated sample), ``n`` / ``nc`` (the nll rule, raw / centred); filters ``filter`` (the paper's:
+keep iff p(prompt label) > 1/K + T_RE), ``soft`` (keep every row but confident disagreements), ``all``
+(keep every row); and ``prompt`` (no relabeling: one-hot prompt labels, every row). Soft labels are
+``softmax(-S / tau_RE)`` as in the relabel stage. No SunGen weights: every row may enter the memory bank.
+Test sets are the seeded ``--limit`` subsample with ``evaluate.sample_seed=0``; the prediction token limit
+is swept with ``--eval-len`` on the same trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def score(args: argparse.Namespace) -> None:
+    from unigen.config import ScoringConfig
+    from unigen.stages import Stage
+    from unigen.synth.scoring import FastLMScorer
+
+    rows = list(Stage.load(Path(args.gen_dir), "generate").iter_rows())
+    texts = [r["text"] for r in rows]
+    scorer = FastLMScorer.from_name(args.scorer, ["negative", "positive"], ScoringConfig(calibrate=False))
+    out = {"y": np.array([r["prompt_label"] for r in rows]), "texts": np.array(texts, dtype=object)}
+    for rule in args.rules.split(","):
+        tic = time.time()
+        out[rule] = scorer.scores(texts, rule=rule, progress=True)
+        print(f"{rule}: {len(texts)} texts in {time.time() - tic:.0f} s", flush=True)
+    out["cf"] = scorer.content_free_scores()
+    np.savez(args.output, **out)
+
+
+def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tuple[list[str], np.ndarray,
+                                                                                   np.ndarray, np.ndarray]:
+    """``(texts, probs, keep, prompt_labels)`` of a variant on a seeded subset of ``n`` texts (0: all)."""
+    from unigen.synth.relabeling import soft_labels
+
+    y_all = d["y"]
+    sub = np.sort(np.random.default_rng(0).permutation(len(y_all))[: n or len(y_all)])
+    texts, y = [str(t) for t in d["texts"][sub]], y_all[sub]
+    if variant == "prompt":
+        return texts, np.eye(2)[y], np.ones(len(y), bool), y
+    rule, how = variant.split("-", 1)
+    raw = {"v": "verbalizer", "vc": "verbalizer", "n": "nll", "nc": "nll"}[rule]
+    s = d[raw][sub] - (d["cf"] if rule == "v" else 0.0)
+    if rule.endswith("c"):
+        s = s - s.mean(axis=0, keepdims=True)
+    p = soft_labels(s, tau)
+    hard, p_y, bar = p.argmax(1), p[np.arange(len(y)), y], 0.5 + threshold
+    keep = {"filter": (p_y > bar) & (hard == y), "soft": ~((hard != y) & (p.max(1) > bar)),
+            "all": np.ones(len(y), bool)}[how]
+    return texts, p, keep, y
+
+
+def train(args: argparse.Namespace) -> None:
+    from unigen.config import load_config
+    from unigen.evaluation.evaluate import evaluate_classifier, load_eval_sets
+    from unigen.tam.train import train_task_model
+
+    d = dict(np.load(args.scores, allow_pickle=True))
+    texts, probs, keep, y = labelling(d, args.variant, args.n, 0.1, 0.2)
+    rows = [{"text": t, "probs": p.tolist()} for t, p, k in zip(texts, probs, keep) if k]
+    hard = probs[keep].argmax(1)
+    print(f"{args.variant}: {keep.sum()} of {len(y)} rows kept (negative {int((hard == 0).sum())}, positive "
+          f"{int((hard == 1).sum())})", flush=True)
+    overrides = [s if s.startswith("train.") else f"train.{s}" for s in args.set]
+    cfg = load_config(None, [*overrides, f"seed={args.seed}", "evaluate.sample_seed=0"])
+    tic = time.time()
+    result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False)
+    record = {"variant": args.variant, "set": args.set, "seed": args.seed, "rows": int(keep.sum()),
+              "train_s": round(time.time() - tic, 1), "best_epoch": result.best_epoch}
+    model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
+
+    class Classifier:
+        name = "tam"
+
+        def predict_ids(self, batch: list[str]) -> np.ndarray:
+            return model.predict_proba(batch).argmax(1)
+
+    for length in (int(x) for x in args.eval_len.split(",")):
+        model.spec = dataclasses.replace(model.spec, max_length=length)
+        res = evaluate_classifier(Classifier(), sets)
+        record[f"avg@{length}"] = round(100 * res["average"], 2)
+        record[f"sets@{length}"] = {k: round(100 * v["accuracy"], 1)
+                                    for k, v in res.items() if k != "average"}
+    print(json.dumps(record), flush=True)
+    with open(args.log, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score")
+    p.add_argument("gen_dir")
+    p.add_argument("output")
+    p.add_argument("--rules", default="verbalizer")
+    p.add_argument("--scorer", default="smollm2-135m")
+    p.set_defaults(run=score)
+    p = sub.add_parser("train")
+    p.add_argument("scores")
+    p.add_argument("variant")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--eval-len", default="40,128")
+    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--n", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--log", default="relabel_rules.jsonl")
+    p.set_defaults(run=train)
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
