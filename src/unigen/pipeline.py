@@ -14,6 +14,7 @@ fixed subsample of ``run.prompt_limit`` rows per set).
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from unigen.config import UniGenConfig, dump_yaml
 from unigen.evaluation.stage import evaluate_stage, identity_of
 from unigen.evaluation.tables import format_table, public_json
+from unigen.export.cards import write_model_card
 from unigen.stages import atomic_write_json, atomic_write_text
 from unigen.synth.stage import synthesize
 from unigen.tam.stage import MODEL_DIR, train_stage
@@ -66,6 +68,7 @@ def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = Tru
         stages[f"model {tam}"] = model
         rows[f"{method} {tam}"] = timed(f"evaluate {tam}", evaluate_stage, cfg, workdir, tam, model,
                                         identity_of(model, cfg), cfg.evaluate.limit, progress=progress)
+        write_model_card(model, evaluation=public_json(rows[f"{method} {tam}"]))  # the card gets its table
     for baseline in cfg.run.baselines:
         if baseline == "vader":
             rows["VADER"] = timed("evaluate vader", evaluate_stage, cfg, workdir, "vader", "vader",
@@ -94,3 +97,9 @@ def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict
     )
     atomic_write_json(workdir / "run.json", {"timings": timings, "seconds": round(seconds, 1),
                                              "rows": list(rows), "evaluation": first_tam, "stages": stages})
+    if importlib.util.find_spec("matplotlib") is not None:  # the picture of the table (results.png)
+        from unigen.evaluation.paper import PAPER_PROMPTING, set_dict
+        from unigen.evaluation.plots import plot_accuracy
+
+        plot_accuracy(rows, workdir / "results.png", paper=set_dict(PAPER_PROMPTING),
+                      title=f"Accuracy per test set ({workdir.name})")

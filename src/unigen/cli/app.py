@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from unigen import __version__
-from unigen.cli import commands, synth, train
+from unigen.cli import commands, product, synth, train
 from unigen.cli.common import add_quiet
 from unigen.errors import UniGenError
 
@@ -28,6 +28,9 @@ COMMANDS = (
     train.add_train,
     commands.add_evaluate,
     train.add_predict,
+    product.add_export,
+    product.add_export_data,
+    product.add_serve,
     commands.add_models,
     commands.add_config,
 )

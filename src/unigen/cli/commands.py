@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from unigen import registry
 from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, config, progress
 from unigen.config import UniGenConfig, dump_yaml, load_config
-from unigen.errors import CellsFailed
+from unigen.errors import CellsFailed, UniGenError
 from unigen.experiment import load_experiment, run_experiment
 from unigen.stages import atomic_write_json, atomic_write_text, stage_status
 
@@ -131,6 +132,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--workdir", default=None, help="cache the metrics as an evaluate stage folder under this folder"
     )
     p.add_argument("--output", default=None, help="write the metrics as JSON to this file")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw per-set accuracy bars (with the paper's Prompting row) into this PNG")
     p.add_argument("--no-paper", action="store_true", help="do not print the paper's Prompting row")
     add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -152,6 +155,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from unigen.evaluation.stage import evaluate_stage, identity_of  # torch for task models and Prompting
     from unigen.evaluation.tables import format_table, public_json  # numpy
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UniGenError("--plot needs matplotlib: pip install 'unigen-sentiment[plot]'")
     cfg = config(args)
     changes = {"datasets": args.datasets, "limit": args.limit, "data_dir": args.data_dir}
     cfg = _replace(cfg, evaluate={k: v for k, v in changes.items() if v is not None})
@@ -172,6 +177,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:
         atomic_write_json(args.output, public_json(results))
         print(f"wrote {args.output}")
+    if args.plot:
+        from unigen.evaluation.paper import PAPER_PROMPTING, set_dict
+        from unigen.evaluation.plots import plot_accuracy  # matplotlib
+
+        plot_accuracy({name: results}, args.plot, paper=None if args.no_paper else set_dict(PAPER_PROMPTING),
+                      title=f"{name}: accuracy per test set")
+        print(f"wrote {args.plot}")
     return 0
 
 

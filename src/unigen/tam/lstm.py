@@ -1,4 +1,5 @@
-"""The LSTM task model's parts: a word tokenizer, GloVe initialisation and the BiLSTM encoder.
+"""The LSTM task model's parts: GloVe initialisation and the BiLSTM encoder (the word tokenizer is in
+:mod:`unigen.tam.words`, which needs no torch, and is re-exported here).
 
 The vocabulary is built from the training texts (lower-cased, regex word tokens, min count 1, at most
 ``max_vocab`` entries including ``<pad>`` = 0 and ``<unk>`` = 1), following ZeroGen/SunGen's LSTM
@@ -8,11 +9,7 @@ fine-tuned; words that GloVe lacks get small random vectors ``N(0, 0.1^2)``.
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from unigen.registry import glove_files
-from unigen.stages import atomic_write_text
+from unigen.tam.words import PAD, UNK, WordTokenizer
 
 __all__ = [
     "PAD",
@@ -32,81 +29,9 @@ __all__ = [
     "lstm_parameter_count",
 ]
 
-PAD, UNK = "<pad>", "<unk>"
-#: GloVe-friendly word pattern: ``don't`` -> ``do n't``, ``it's`` -> ``it 's``, punctuation one char each.
-WORD_PATTERN = r"[^\W_]+(?=n't)|n't|'[^\W_]+|[^\W_]+|[^\w\s]|_"
-DEFAULT_MAX_VOCAB = 50_000
 UNKNOWN_WORD_STD = 0.1
 
 Vectors = tuple[Sequence[str], np.ndarray]
-
-
-class WordTokenizer:
-    """Lower-casing regex word tokenizer with a fixed vocabulary.
-
-    Args:
-        tokens: the vocabulary in id order; ``tokens[0]`` must be ``<pad>`` and ``tokens[1]`` ``<unk>``.
-        pattern: the word regex (applied to the lower-cased text).
-    """
-
-    def __init__(self, tokens: Sequence[str], pattern: str = WORD_PATTERN) -> None:
-        if len(tokens) < 2 or tokens[0] != PAD or tokens[1] != UNK:
-            raise ValueError(f"vocabulary must start with {PAD!r}, {UNK!r}")
-        self.tokens = list(tokens)
-        self.pattern = pattern
-        self._regex = re.compile(pattern)
-        self._ids = {t: i for i, t in enumerate(self.tokens)}
-        if len(self._ids) != len(self.tokens):
-            raise ValueError("vocabulary has duplicate tokens")
-
-    @property
-    def pad_token_id(self) -> int:
-        return 0
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def split(self, text: str) -> list[str]:
-        """Word tokens of ``text`` (lower-cased)."""
-        return self._regex.findall(text.lower())
-
-    @classmethod
-    def build(cls, texts: Iterable[str], max_vocab: int = DEFAULT_MAX_VOCAB) -> WordTokenizer:
-        """Vocabulary of the most frequent words of ``texts`` (ties broken alphabetically)."""
-        if max_vocab < 3:
-            raise ValueError("max_vocab must be at least 3")
-        probe = cls([PAD, UNK])
-        counts = Counter(w for t in texts for w in probe.split(t))
-        counts.pop(PAD, None)
-        counts.pop(UNK, None)
-        words = sorted(counts, key=lambda w: (-counts[w], w))[: max_vocab - 2]
-        return cls([PAD, UNK, *words])
-
-    def encode(self, text: str, max_length: int) -> list[int]:
-        """Token ids, cut to ``max_length``; an empty text becomes ``[<unk>]`` (length >= 1 for packing)."""
-        ids = [self._ids.get(w, 1) for w in self.split(text)[:max_length]]
-        return ids or [1]
-
-    def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        """``input_ids`` / ``attention_mask`` ``(N, L)`` right-padded to the longest row."""
-        seqs = [self.encode(t, max_length) for t in texts]
-        width = max((len(s) for s in seqs), default=1)
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
-    def save(self, path: str | Path) -> None:
-        """Write ``vocab.json`` (``{"pattern", "lowercase", "tokens"}``)."""
-        payload = {"pattern": self.pattern, "lowercase": True, "tokens": self.tokens}
-        atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | Path) -> WordTokenizer:
-        data = json.loads(Path(path).read_text())
-        return cls(data["tokens"], data.get("pattern", WORD_PATTERN))
 
 
 def load_glove() -> Vectors:

@@ -16,8 +16,9 @@ Encoders:
 :class:`TaskModel` is both the ``nn.Module`` that is trained (``model(**model.encode(texts))``
 returns :class:`TAMOutput` with ``.logits`` and ``.features``) and the saved product
 (:meth:`TaskModel.save_pretrained` / :meth:`TaskModel.from_pretrained`, :meth:`TaskModel.predict`).
-A saved folder holds ``unigen_tam.json``, ``model.safetensors`` and either ``vocab.json`` (LSTM) or the
-tokenizer files plus ``encoder/config.json`` (transformers); it loads without the original encoder
+A saved folder holds ``unigen_tam.json``, ``model.safetensors``, a ``README.md`` model card
+(:mod:`unigen.export.cards`) and either ``vocab.json`` (LSTM) or the tokenizer files plus
+``encoder/config.json`` (transformers); it loads without the original encoder
 package or the Hub, and nothing in it is a pickle.
 
 For SunGen's weighting loop, which needs a factory returning the same initial weights on every call::
@@ -272,13 +273,19 @@ class TaskModel(nn.Module):
     # ------------------------------------------------------------------ persistence
 
     def save_pretrained(self, path: str | Path, *, training: dict[str, Any] | None = None) -> Path:
-        """Write the model folder (safetensors weights, JSON config, tokenizer); returns its path.
+        """Write the model folder (safetensors weights, JSON config, tokenizer, ``README.md`` model card);
+        returns its path.
 
         Args:
             path: the folder (created if needed; existing files of the same names are replaced).
-            training: optional JSON-able record (e.g. history, best epoch) stored in the config.
+            training: optional JSON-able record stored in the config and shown in the model card: e.g.
+                ``rows``, ``seed``, ``epochs``, ``best_epoch``, ``best_valid_acc``, ``history``,
+                ``settings`` (the train settings) and ``data`` (how the rows were made,
+                :func:`unigen.export.cards.training_data_record`).
         """
         from safetensors.torch import save_model
+
+        from unigen.export.cards import write_model_card
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -289,10 +296,12 @@ class TaskModel(nn.Module):
             self.encoder.model.config.save_pretrained(str(path / ENCODER_SUBDIR))
         save_model(self, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
         record = {"format": FORMAT, "format_version": FORMAT_VERSION, "unigen_version": __version__,
-                  **asdict(self.spec), "num_labels": len(self.labels)}
+                  **asdict(self.spec), "num_labels": len(self.labels),
+                  "parameters": sum(p.numel() for p in self.parameters())}
         if training is not None:
             record["training"] = training
         atomic_write_text(path / CONFIG_NAME, json.dumps(record, indent=2))
+        write_model_card(path)
         return path
 
     @classmethod

@@ -1,10 +1,10 @@
 """Stage 4 (``unigen train``): one task model trained on the selected weighted rows.
 
 Writes ``<workdir>/04_train/<fingerprint>/`` (layout in :mod:`unigen.stages`): the model in ``model/``
-(safetensors + JSON, :meth:`unigen.tam.model.TaskModel.save_pretrained`, with a ``training`` record of
-rows, seed, epochs, best epoch and per-epoch history) and ``checkpoints/metrics.jsonl``. While it runs,
-``checkpoints/checkpoint.pt`` holds the state after the last finished epoch; a killed run resumes from it,
-and it is deleted once the model is saved.
+(safetensors + JSON + model card, :meth:`unigen.tam.model.TaskModel.save_pretrained`, with a ``training``
+record of rows, seed, epochs, best epoch, per-epoch history, the train settings and how the rows were
+made) and ``checkpoints/metrics.jsonl``. While it runs, ``checkpoints/checkpoint.pt`` holds the state
+after the last finished epoch; a killed run resumes from it, and it is deleted once the model is saved.
 
 Input: the weight stage folder (rows with ``keep`` true; weights gate the memory bank), or a JSONL file of
 training rows (:mod:`unigen.tam.data`), identified in the fingerprint by its content hash.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig, fingerprint_dict
+from unigen.export.cards import training_data_record
 from unigen.stages import Stage, file_digest, iter_stage_rows, open_stage
 from unigen.tam.data import TrainingData, parse_rows, read_training_rows
 from unigen.tam.train import CHECKPOINT_NAME, train_task_model
@@ -32,13 +33,15 @@ def train_settings(cfg: UniGenConfig, tam: str | None = None) -> dict[str, Any]:
 
 
 def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, source: str, progress: bool,
-                keep_checkpoint: bool) -> Path:
+                keep_checkpoint: bool, provenance: dict[str, Any] | None = None) -> Path:
     train_cfg = dataclasses.replace(cfg.train, tam=tam)
     result = train_task_model(data, train_cfg, cfg.labels, seed=cfg.seed, workdir=stage.path / CHECKPOINT_DIR,
                               progress=progress, device=cfg.device)
     result.model.save_pretrained(stage.path / MODEL_DIR, training={
         "rows": len(data.texts), "seed": cfg.seed, "epochs": train_cfg.resolved_epochs(),
-        "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history})
+        "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history,
+        "settings": train_settings(cfg, tam)["train"], "data": provenance or {},
+        **({"source": source} if source else {})})
     if not keep_checkpoint:
         (stage.path / CHECKPOINT_DIR / CHECKPOINT_NAME).unlink(missing_ok=True)
     stage.finish(
@@ -75,7 +78,7 @@ def train_stage(
     if stage.complete:
         return stage.path
     data = parse_rows(list(iter_stage_rows(weight_dir, "weight")), len(cfg.labels), source=str(weight_dir))
-    return _train_into(stage, data, cfg, tam, "", progress, keep_checkpoint)
+    return _train_into(stage, data, cfg, tam, "", progress, keep_checkpoint, training_data_record(weight_dir))
 
 
 def train_file(data_path: str | Path, cfg: UniGenConfig, *, workdir: str | Path | None = None,

@@ -1,0 +1,353 @@
+"""Model cards and dataset cards in the Hugging Face format (``README.md`` with YAML front matter).
+
+* :func:`model_card` renders the card of a saved task model from its ``unigen_tam.json`` record: labels,
+  base encoder, parameter count, how its training data was made (the ``training["data"]`` record that
+  :func:`training_data_record` collects from the upstream stage manifests), the training settings, the
+  evaluation table when one is known, intended use and limits. :meth:`TaskModel.save_pretrained` writes
+  it; :func:`write_model_card` re-renders it with an evaluation (``unigen run`` does, after stage 5).
+* :func:`dataset_card` renders the card of the exported training rows (:mod:`unigen.export.data`).
+* :func:`parse_card` reads a card back as ``{"metadata", "sections"}`` (``GET /model`` of the server).
+
+Pure Python and PyYAML; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unigen.stages import MANIFEST, STAGES, atomic_write_text
+
+__all__ = ["dataset_card", "model_card", "parse_card", "training_data_record", "write_model_card"]
+
+CARD_NAME = "README.md"
+EVALUATION_NAME = "evaluation.json"
+
+#: Hub ids of the embedded encoders (the card's ``base_model``)
+BASE_MODELS = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet-base": "sentence-transformers/all-mpnet-base-v2",
+    "lstm": None,
+}
+#: Hub ids of the embedded generators
+GENERATORS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
+SET_NAMES = {"sst2": "SST-2", "imdb": "IMDb", "rotten_tomatoes": "Rotten Tomatoes", "amazon": "Amazon",
+             "yelp": "Yelp", "cr": "Customer Reviews", "tweet": "TweetEval sentiment"}
+
+LIMITS = """\
+* **Synthetic training data only.** The model never saw a human-labelled example: its labels come from a
+  small generative LM's judgement of texts that LM wrote. It inherits that LM's biases and blind spots, and
+  its accuracy is below supervised classifiers trained on real labelled data of the target domain.
+* **Known weak domains.** Short, informal texts (tweets: slang, sarcasm, hashtags) and long reviews that
+  mix praise and complaints are the hardest cases; texts beyond the token limit are cut.
+* **Two-way sentiment.** Every text gets one of the labels, including neutral or off-topic texts, which
+  have no "neutral" answer; the probabilities are not calibrated confidences.
+* **English only.** The prompts, the generator and the encoders are English.
+* Not for decisions about people (moderation, hiring, credit, health) without human review."""
+
+
+# ---------------------------------------------------------------- provenance of the training rows
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def upstream_manifests(stage_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``{stage name: manifest}`` of ``stage_dir`` and of every stage upstream of it that is found in the
+    same work folder (``<workdir>/<NN_stage>/<fingerprint>``)."""
+    found: dict[str, dict[str, Any]] = {}
+    todo = [Path(stage_dir)]
+    while todo:
+        path = todo.pop()
+        m = _manifest(path)
+        if m is None or m.get("stage") in found:
+            continue
+        found[m["stage"]] = m
+        workdir = path.resolve().parent.parent
+        for name, fp in (m.get("upstream") or {}).items():
+            if name in STAGES:
+                todo.append(workdir / STAGES[name].folder / str(fp))
+    return found
+
+
+def training_data_record(stage_dir: str | Path) -> dict[str, Any]:
+    """How the rows in a weight (or relabel) stage folder were made, from the manifests upstream of it:
+    generator, prompt set, counts generated and kept, relabel rule, weighting, seed, stage fingerprints."""
+    manifests = upstream_manifests(stage_dir)
+    out: dict[str, Any] = {"stages": {k: m.get("fingerprint") for k, m in manifests.items()}}
+    if (gen := manifests.get("generate")) is not None:
+        cfg, counts = gen.get("config", {}), gen.get("counts", {})
+        settings = cfg.get("generate", {})
+        out.update(generator=cfg.get("generator"), prompt_set=settings.get("prompt_set"),
+                   samples_per_label=settings.get("samples_per_label"), generated=counts.get("rows"),
+                   generated_per_label=counts.get("per_label"), attempts=counts.get("attempts"),
+                   sampling={k: settings[k] for k in ("top_k", "top_p", "temperature", "max_new_tokens")
+                             if k in settings},
+                   seed=gen.get("seed"))
+    if (rel := manifests.get("relabel")) is not None:
+        settings, counts = rel.get("config", {}).get("relabel", {}), rel.get("counts", {})
+        choice = rel.get("rule_choice") or {}
+        out.update(kept=counts.get("kept"), kept_per_label=counts.get("kept_per_label"),
+                   relabel={"rule": rel.get("rule"), "centred": choice.get("centred"),
+                            "chosen": choice.get("how"), "mode": settings.get("mode"),
+                            "temperature": settings.get("temperature"),
+                            "threshold": settings.get("threshold"),
+                            "agreement_with_prompt_labels": counts.get("agreement_all")})
+    if (weight := manifests.get("weight")) is not None:
+        settings, counts = weight.get("config", {}).get("weight", {}), weight.get("counts", {})
+        out["weighting"] = {"enabled": settings.get("enabled"), "rows": counts.get("rows"),
+                            "selected": counts.get("selected")}
+    return out
+
+
+# ---------------------------------------------------------------- model card
+
+def _pct(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _front_matter(record: Mapping[str, Any], evaluation: Mapping[str, Any] | None, name: str) -> str:
+    meta: dict[str, Any] = {"language": ["en"], "library_name": "unigen",
+                            "pipeline_tag": "text-classification",
+                            "tags": ["sentiment-analysis", "synthetic-data", "unigen", "zero-shot"]}
+    base = BASE_MODELS.get(record.get("encoder", ""), record.get("encoder"))
+    local = base is not None and (Path(str(base)).is_absolute() or Path(str(base)).exists())
+    if record.get("architecture") == "transformer" and base and not local:  # a Hub id, not a folder
+        meta["base_model"] = base
+    meta["metrics"] = ["accuracy", "f1"]
+    sets = [k for k in (evaluation or {}) if k != "average" and isinstance(evaluation[k], Mapping)]
+    if sets:
+        results = [{"task": {"type": "text-classification", "name": "Sentiment classification"},
+                    "dataset": {"name": SET_NAMES.get(s, s), "type": s, "split": "test"},
+                    "metrics": [{"type": "accuracy", "value": round(float(evaluation[s]["accuracy"]), 4)},
+                                {"type": "f1", "name": "macro F1",
+                                 "value": round(float(evaluation[s]["macro_f1"]), 4)}]}
+                   for s in sets if "accuracy" in evaluation[s]]
+        meta["model-index"] = [{"name": name, "results": results}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _data_section(training: Mapping[str, Any]) -> str:
+    data = training.get("data") or {}
+    rows = training.get("rows")
+    if not data:
+        source = training.get("source")
+        where = f" from `{source}`" if source else ""
+        return (f"Trained on {rows if rows is not None else 'an unknown number of'} rows{where}. Their "
+                "provenance was not recorded with the model.")
+    gen = data.get("generator")
+    gen_text = f"`{gen}`" + (f" ({GENERATORS[gen]})" if gen in GENERATORS else "")
+    parts = [f"Every training text was written by the generative LM {gen_text} from the prompt set "
+             f"`{data.get('prompt_set')}` (seed {data.get('seed')}) and labelled by the same LM; no "
+             "human-labelled text was used."]
+    rel = data.get("relabel") or {}
+    if rel:
+        centred = " with each label's scores centred on the sample" if rel.get("centred") else ""
+        parts.append(f"Labels: relabel rule `{rel.get('rule')}`{centred} ({rel.get('chosen') or 'set'}), "
+                     f"{rel.get('mode')} labels at temperature {rel.get('temperature')}, threshold "
+                     f"{rel.get('threshold')}.")
+    table = [["generated (texts written)", data.get("generated", "–")],
+             ["kept after relabelling", data.get("kept", "–")]]
+    weighting = data.get("weighting") or {}
+    if weighting:
+        table.append(["selected by sample weighting" + ("" if weighting.get("enabled") else " (off)"),
+                      weighting.get("selected", "–")])
+    table.append(["training rows", rows if rows is not None else "–"])
+    per_label = data.get("kept_per_label") or {}
+    text = " ".join(parts) + "\n\n" + _table(["step", "rows"], [[a, b] for a, b in table])
+    if per_label:
+        text += "\n\nKept rows per label: " + ", ".join(f"{k} {v}" for k, v in per_label.items()) + "."
+    if rel.get("agreement_with_prompt_labels") is not None:
+        text += (f" The relabelled label agrees with the label the text was prompted for on "
+                 f"{_pct(rel['agreement_with_prompt_labels'])}% of the texts.")
+    return text
+
+
+SETTING_KEYS = ("epochs", "lr", "batch_size", "max_length", "targets", "scl_weight", "scl_temperature",
+                "denoise_bank", "bank_size", "bank_threshold", "momentum", "pooling", "warmup", "schedule",
+                "min_steps", "valid_fraction")
+
+
+def _training_section(training: Mapping[str, Any]) -> str:
+    settings = training.get("settings") or {}
+    rows = [[k, f"`{settings[k]}`"] for k in SETTING_KEYS if k in settings]
+    for key, label in (("seed", "seed"), ("epochs", "epochs run"), ("best_epoch", "best epoch"),
+                       ("best_valid_acc", "best accuracy on the held-out synthetic rows")):
+        if training.get(key) is not None:
+            value = training[key]
+            rows.append([label, f"{_pct(value)}%" if key == "best_valid_acc" else f"`{value}`"])
+    if not rows:
+        return "No training record was saved with this model."
+    return ("Cross-entropy on the soft labels plus a supervised contrastive loss with a denoising memory "
+            "bank (UniGen).\n\n" + _table(["setting", "value"], rows))
+
+
+def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
+    if not evaluation:
+        return ("Not evaluated yet: `unigen evaluate --model THIS_FOLDER` measures accuracy and macro-F1 on "
+                "the seven real test sets (`unigen run` adds the table to this card).")
+    sets = [k for k in evaluation if k != "average" and isinstance(evaluation[k], Mapping)]
+    rows = [[SET_NAMES.get(s, s), evaluation[s].get("n", "–"), _pct(evaluation[s].get("accuracy")),
+             _pct(evaluation[s].get("macro_f1"))] for s in sets]
+    if "average" in evaluation:
+        rows.append(["**mean**", "", f"**{_pct(evaluation['average'])}**", ""])
+    return ("Real, human-labelled test sets the model never trained on (zero-shot); accuracy and macro-F1 "
+            "in %.\n\n" + _table(["test set", "n", "accuracy", "macro-F1"], rows))
+
+
+def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
+               evaluation: Mapping[str, Any] | None = None, name: str = "unigen-sentiment") -> str:
+    """The ``README.md`` of a task model from its ``unigen_tam.json`` record (and an evaluation
+    ``{set: {"accuracy", "macro_f1", "n"}, "average"}``)."""
+    training = record.get("training") or {}
+    labels = list(record.get("labels", []))
+    arch = record.get("architecture")
+    encoder = record.get("encoder")
+    if arch == "lstm":
+        model_text = (f"A 1-layer BiLSTM (hidden size {record.get('hidden_size')} per direction) over "
+                      f"{record.get('embed_dim')}-dimensional word embeddings initialised from GloVe-6B-50d, "
+                      f"vocabulary of {record.get('vocab_size')} words from the training texts")
+    else:
+        base = BASE_MODELS.get(encoder) or encoder
+        model_text = (f"The encoder `{base}` fine-tuned, sentence vector by {record.get('pooling')} pooling "
+                      "of its last hidden states")
+    params = f"{parameters:,}" if parameters is not None else "–"
+    summary = (f"A {len(labels)}-way sentiment classifier ({', '.join(labels)}) trained by "
+               "UniGen (Choi et al., EMNLP 2024) **only on synthetic data**: texts "
+               "written and labelled by a small generative language model.")
+    body = [
+        f"# {name}", summary,
+        "## Labels\n\n" + _table(["id", "label"], [[i, f"`{lab}`"] for i, lab in enumerate(labels)]),
+        "## Model\n\n" + f"{model_text}, then a projection head (Linear, tanh, LayerNorm; "
+        f"{record.get('projection_dim')} features) and a linear classifier.\n\n"
+        + _table(["", ""], [["architecture", f"`{arch}`"], ["base encoder", f"`{encoder}`"],
+                            ["parameters", params], ["token limit", record.get("max_length")],
+                            ["weights", "`model.safetensors` (no pickle)"],
+                            ["unigen version", record.get("unigen_version", "–")]]),
+        "## Training data\n\n" + _data_section(training),
+        "## Training\n\n" + _training_section(training),
+        "## Evaluation\n\n" + _evaluation_section(evaluation),
+        "## Intended use\n\nSentence- and review-level positive/negative sentiment of English text where no "
+        "labelled training data exists: product and movie reviews, restaurant and service feedback, "
+        "opinions in short posts. A baseline to compare with, or to bootstrap labelling, before real data "
+        "is collected.",
+        "## Limitations\n\n" + LIMITS,
+        "## How to use\n\n```python\nfrom unigen import TaskModel\n\nmodel = TaskModel.from_pretrained("
+        "\"THIS_FOLDER\")\nmodel.predict([\"What a lovely film.\", \"Never again.\"])\n"
+        "model.predict_proba(\"What a lovely film.\")\n```\n\n"
+        "```bash\nunigen predict --model THIS_FOLDER \"What a lovely film.\"\n"
+        "unigen serve THIS_FOLDER                     # HTTP API and a web page on http://127.0.0.1:8000\n"
+        "unigen export THIS_FOLDER --format onnx --output onnx/ --quantize int8   # no PyTorch needed\n```",
+    ]
+    return _front_matter(record, evaluation, name) + "\n" + "\n\n".join(body) + "\n"
+
+
+def write_model_card(folder: str | Path, *, evaluation: Mapping[str, Any] | None = None,
+                     parameters: int | None = None) -> Path:
+    """(Re)write ``folder/README.md`` from ``unigen_tam.json``; an ``evaluation`` is also kept in
+    ``evaluation.json`` (and an earlier one is reused when none is given)."""
+    folder = Path(folder)
+    record = json.loads((folder / "unigen_tam.json").read_text(encoding="utf-8"))
+    if evaluation is not None:
+        atomic_write_text(folder / EVALUATION_NAME, json.dumps(dict(evaluation), indent=1))
+    elif (folder / EVALUATION_NAME).is_file():
+        evaluation = json.loads((folder / EVALUATION_NAME).read_text(encoding="utf-8"))
+    if parameters is None:
+        parameters = record.get("parameters")
+    card = model_card(record, parameters=parameters, evaluation=evaluation)
+    atomic_write_text(folder / CARD_NAME, card)
+    return folder / CARD_NAME
+
+
+# ---------------------------------------------------------------- reading a card back
+
+def parse_card(text: str) -> dict[str, Any]:
+    """``{"metadata": front matter, "title", "sections": {heading: markdown}}`` of a card."""
+    metadata: dict[str, Any] = {}
+    match = re.match(r"^---\n(.*?)\n---\n", text, flags=re.S)
+    if match:
+        metadata = yaml.safe_load(match.group(1)) or {}
+        text = text[match.end():]
+    title, sections, current = "", {}, None
+    for line in text.splitlines():
+        if line.startswith("# ") and not title:
+            title = line[2:].strip()
+        elif line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {"metadata": metadata, "title": title,
+            "sections": {k: "\n".join(v).strip() for k, v in sections.items()}}
+
+
+# ---------------------------------------------------------------- dataset card
+
+def dataset_card(data: Mapping[str, Any], *, rows: int, labels: list[str], per_label: Mapping[str, int],
+                 columns: Mapping[str, str], name: str = "unigen-synthetic-sentiment") -> str:
+    """The ``README.md`` of exported training rows: what each column means and how the rows were made
+    (``data``: a :func:`training_data_record`)."""
+    size = ("n<1K" if rows < 1_000 else "1K<n<10K" if rows < 10_000 else "10K<n<100K" if rows < 100_000
+            else "100K<n<1M")
+    meta = {"language": ["en"], "license": "other", "task_categories": ["text-classification"],
+            "task_ids": ["sentiment-classification"], "tags": ["synthetic", "unigen", "sentiment"],
+            "size_categories": [size], "pretty_name": name,
+            "configs": [{"config_name": "default",
+                         "data_files": [{"split": "train", "path": "train.parquet"}]}]}
+    gen = data.get("generator")
+    how = (f"written by the generative LM `{gen}`" + (f" ({GENERATORS[gen]})" if gen in GENERATORS else "")
+           + f" from the prompt set `{data.get('prompt_set')}` and labelled by the same LM") if gen else \
+        "made by the UniGen pipeline (provenance not found beside the rows)"
+    rel = data.get("relabel") or {}
+    steps = _table(["step", "rows"], [["generated", data.get("generated", "–")],
+                                      ["kept after relabelling", data.get("kept", "–")],
+                                      ["in this data set", rows]])
+    body = [
+        f"# {name}",
+        f"{rows} synthetic English sentences for {len(labels)}-way sentiment classification "
+        f"({', '.join(labels)}), {how}. These are the final training rows of a UniGen task model: no text "
+        "was written or labelled by a person.",
+        "## Loading\n\n```python\nfrom datasets import load_dataset\n\n"
+        "rows = load_dataset(\"parquet\", data_files=\"THIS_FOLDER/train.parquet\", split=\"train\")\n```",
+        "## Columns\n\n" + _table(["column", "type", "meaning"], [[k, v, COLUMN_MEANINGS.get(k, "")]
+                                                                for k, v in columns.items()]),
+        "## Labels\n\n" + _table(["id", "label", "rows"], [[i, lab, per_label.get(lab, 0)]
+                                                          for i, lab in enumerate(labels)]),
+        "## How the rows were made\n\n" + steps
+        + (f"\n\nRelabel rule `{rel.get('rule')}`" + (" (scores centred)" if rel.get("centred") else "")
+           + f", {rel.get('mode')} labels at temperature {rel.get('temperature')}; seed {data.get('seed')}."
+           if rel else "")
+        + ("\n\nStage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in data.get("stages", {}).items())
+           if data.get("stages") else ""),
+        "## Limitations\n\nMachine-written and machine-labelled: the texts are short, repetitive in style "
+        "and "
+        "carry the generator's biases; some labels are wrong (the soft label `probs` says how sure the "
+        "labeller was). Use them to train or probe classifiers, not as ground truth.",
+    ]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + "\n\n".join(body) + "\n"
+
+
+COLUMN_MEANINGS = {
+    "text": "the synthetic text",
+    "label": "the training label (argmax of `probs`), a class id",
+    "label_name": "the training label's name",
+    "probs": "the soft label: the labeller's probability of each class, in label order",
+    "prompt_label": "the label the generator was prompted to write",
+    "weight": "SunGen sample weight (higher: more likely correct); gates the memory bank in training",
+    "id": "row id (shard and attempt) in the pipeline's stage folders",
+}

@@ -1,0 +1,158 @@
+"""ONNX export of both task-model kinds: the masked BiLSTM, probabilities against PyTorch (float32 and
+int8), dynamic axes, the torch-free runtime and the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from unigen.cli import main
+from unigen.export.onnx_export import MaskedBiLSTM, export_onnx
+from unigen.onnx import OnnxTaskModel
+from unigen.tam.lstm import LSTMEncoder
+from unigen.tam.model import TaskModel
+
+from tam_helpers import LABELS, fake_vectors, fit_briefly, make_tiny_bert, real_texts, sentiment_rows
+
+ROWS = sentiment_rows(48)
+EDGE = ["", "   ", "GOOD!!!", "unknownword another unknownword", "café naïve 😀 good",
+        " ".join(["the movie was really very good"] * 20)]  # far beyond the token limit
+TEXTS = [r["text"] for r in sentiment_rows(200, seed=1)] + EDGE + real_texts(30)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module", params=["lstm", "bert"])
+def trained(request, bert_dir, tmp_path_factory):
+    """(kind, trained tiny task model, its saved folder)."""
+    texts = [r["text"] for r in ROWS]
+    if request.param == "lstm":
+        model = TaskModel.build("lstm", LABELS, texts=texts, vectors=fake_vectors(sentiment=1.0),
+                                lstm_hidden=8, projection_dim=16, seed=0)
+    else:
+        model = TaskModel.build(str(bert_dir), LABELS, projection_dim=16, seed=0, pooling="mean",
+                                max_length=24)
+    fit_briefly(model, ROWS)
+    folder = model.save_pretrained(tmp_path_factory.mktemp(f"{request.param}-model"))
+    return request.param, model, folder
+
+
+def test_masked_bilstm_equals_the_packed_encoder():
+    torch.manual_seed(0)
+    encoder = LSTMEncoder(30, 6, 5).eval()
+    lengths = torch.tensor([1, 7, 3, 7, 2])
+    ids = torch.randint(2, 30, (5, 7))
+    mask = (torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    ids = ids * mask  # <pad> = 0 after each row's length
+    with torch.no_grad():
+        np.testing.assert_allclose(MaskedBiLSTM(encoder)(ids, mask), encoder(ids, mask), atol=1e-6)
+        empty = torch.zeros(1, 3, dtype=torch.long)  # an all-padding row counts as length 1, as packing does
+        np.testing.assert_allclose(MaskedBiLSTM(encoder)(empty, empty), encoder(empty, empty), atol=1e-6)
+
+
+def test_float32_export_matches_pytorch(trained, tmp_path):
+    kind, model, folder = trained
+    out = export_onnx(folder, tmp_path / "onnx")
+    record = json.loads((out / "unigen_onnx.json").read_text())
+    assert record["labels"] == list(LABELS) and record["quantization"] is None
+    assert record["check"]["max_abs_diff"] < 1e-4
+    files = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "unigen_onnx.json", "vocab.json" if kind == "lstm" else "tokenizer.json"} <= files
+    card = (out / "README.md").read_text()  # the model's card, plus a section on the export
+    assert "## Training data" in card and "## ONNX export" in card and "float32, opset" in card
+    onnx_model = OnnxTaskModel.from_pretrained(out)
+    assert onnx_model.labels == LABELS
+    # the same token ids as the PyTorch model's tokenizer, padding and truncation included
+    ours, theirs = onnx_model.encode(TEXTS), model.encode(TEXTS)
+    for key in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(ours[key], theirs[key].numpy())
+    expected = model.predict_proba(TEXTS)
+    assert expected.max() > 0.9  # the model is confident, so the comparison means something
+    np.testing.assert_allclose(onnx_model.predict_proba(TEXTS, batch_size=16), expected, atol=1e-4)
+    np.testing.assert_allclose(onnx_model.predict_proba(TEXTS[0]), expected[0], atol=1e-4)
+    assert onnx_model.predict(TEXTS) == model.predict(TEXTS)
+    assert onnx_model.predict(TEXTS[3]) == model.predict(TEXTS[3])
+    assert onnx_model.predict_proba([]).shape == (0, 2)
+    with pytest.raises(TypeError, match="item 1"):
+        onnx_model.predict_proba(["ok", 3])
+
+
+def test_dynamic_batch_and_sequence_axes(trained, tmp_path):
+    _, model, folder = trained
+    onnx_model = OnnxTaskModel.from_pretrained(export_onnx(folder, tmp_path / "onnx", check=False))
+    names = [i.name for i in onnx_model.session.get_inputs()]
+    assert names == ["input_ids", "attention_mask"]
+    for node in onnx_model.session.get_inputs():
+        assert all(isinstance(d, str) for d in node.shape), node.shape  # symbolic, not fixed
+    for batch, length in [(1, 1), (1, 9), (5, 3), (33, model.spec.max_length)]:
+        texts = [" ".join(["good movie", "awful food", "the phone"][(i + j) % 3] for j in range(length))
+                 for i in range(batch)]
+        enc = model.encode(texts)
+        (probs,) = onnx_model.session.run(None, {k: v.numpy() for k, v in enc.items()})
+        assert probs.shape == (batch, 2)
+        with torch.no_grad():
+            expected = torch.softmax(model(**enc).logits, dim=-1).numpy()
+        np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+
+def test_int8_export_agrees_on_99_percent(trained, tmp_path):
+    _, model, folder = trained
+    fp32 = export_onnx(folder, tmp_path / "fp32", check=False)
+    int8 = export_onnx(folder, tmp_path / "int8", quantize="int8")
+    assert json.loads((int8 / "unigen_onnx.json").read_text())["quantization"] == "int8"
+    quantized = OnnxTaskModel.from_pretrained(int8)
+    graph = onnx.load(str(int8 / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert ops & {"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "MatMulInteger"}, ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)  # int8 weights
+    assert not any(t.data_type == onnx.TensorProto.INT8
+                   for t in onnx.load(str(fp32 / "model.onnx")).graph.initializer)
+    agreement = np.mean(np.array(quantized.predict(TEXTS)) == np.array(model.predict(TEXTS)))
+    assert agreement >= 0.99
+
+
+def test_the_runtime_needs_no_torch(trained, tmp_path):
+    _, model, folder = trained
+    out = export_onnx(folder, tmp_path / "onnx", check=False)
+    code = (
+        "import sys, json; from unigen.onnx import OnnxTaskModel; "
+        f"m = OnnxTaskModel.from_pretrained({str(out)!r}); "
+        "p = m.predict_proba(['the movie was good', 'awful food']); "
+        "print(json.dumps({'probs': p.tolist(), 'heavy': sorted(x for x in ('torch', 'transformers') "
+        "if x in sys.modules)}))"
+    )
+    result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert result["heavy"] == []
+    np.testing.assert_allclose(result["probs"], model.predict_proba(["the movie was good", "awful food"]),
+                               atol=1e-4)
+
+
+def test_export_command(tmp_path, capsys):
+    model = TaskModel.build("lstm", LABELS, texts=[r["text"] for r in ROWS], vectors=fake_vectors(),
+                            lstm_hidden=8, projection_dim=16, seed=0)
+    folder = model.save_pretrained(tmp_path / "model")
+    assert main(["export", str(folder), "--format", "onnx", "--output", str(tmp_path / "out"),
+                 "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "exported lstm task model (int8" in out and "check against PyTorch" in out
+    assert OnnxTaskModel.from_pretrained(tmp_path / "out").predict("the movie was good") in LABELS
+
+
+def test_export_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unigen: error:") and "not a UniGen task-model folder" in err
+    assert len(err.splitlines()) == 1
+    with pytest.raises(Exception, match="not an exported ONNX task model"):
+        OnnxTaskModel.from_pretrained(tmp_path / "empty")

@@ -1,0 +1,90 @@
+"""The HTTP API in-process (FastAPI's TestClient): predict, health, model card, limits, docs, the page,
+for a PyTorch and an exported ONNX model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from unigen.cli import main
+from unigen.serve.app import create_app, load_model
+
+from tam_helpers import LABELS
+
+
+@pytest.fixture(scope="module", params=["pytorch", "onnx"])
+def client(request, folders):
+    model, paths = folders
+    app = create_app(paths[request.param], max_texts=4, max_chars=100)
+    with TestClient(app) as c:
+        c.backend = request.param
+        c.model = model
+        yield c
+
+
+def test_predict_one_and_many(client):
+    r = client.post("/predict", json={"text": "the movie was really good"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == client.backend
+    (pred,) = body["predictions"]
+    expected = client.model.predict_proba("the movie was really good")
+    assert pred["label"] == LABELS[int(expected.argmax())] == "positive"
+    assert list(pred["probabilities"]) == list(LABELS)
+    np.testing.assert_allclose(list(pred["probabilities"].values()), expected, atol=1e-4)
+    texts = ["awful food", "the phone is excellent !", "so boring , very boring"]
+    r = client.post("/predict", json={"texts": texts})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["text"] for p in preds] == texts
+    assert [p["label"] for p in preds] == client.model.predict(texts) == ["negative", "positive", "negative"]
+
+
+def test_health_and_model(client):
+    assert client.get("/health").json() == {"status": "ok", "backend": client.backend, "labels": list(LABELS)}
+    info = client.get("/model").json()
+    assert info["labels"] == list(LABELS) and info["backend"] == client.backend
+    assert info["architecture"] == "lstm" and info["limits"] == {"max_texts": 4, "max_chars": 100}
+    assert info["parameters"] == sum(p.numel() for p in client.model.parameters())
+    card = info["card"]
+    assert card["metadata"]["pipeline_tag"] == "text-classification"
+    assert "Synthetic training data only" in card["sections"]["Limitations"]
+
+
+def test_limits_and_bad_bodies(client):
+    r = client.post("/predict", json={"texts": ["good"] * 5})
+    assert r.status_code == 413 and r.json()["detail"] == "too many texts: 5 in one request, at most 4"
+    r = client.post("/predict", json={"texts": ["ok", "x" * 101]})
+    assert r.status_code == 413 and r.json()["detail"] == "text 1 has 101 characters, at most 100 per text"
+    r = client.post("/predict", content=b'{"text": "' + b"x" * 5000 + b'"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    for body in ({}, {"text": "a", "texts": ["b"]}, {"texts": []}, {"text": 3}, {"texts": "not a list"}):
+        r = client.post("/predict", json=body)
+        assert r.status_code == 422, body
+    assert "either \"text\"" in str(client.post("/predict", json={}).json()["detail"])
+
+
+def test_docs_and_page(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/health", "/model"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert 'id="text"' in html and 'id="classify"' in html and "/predict" in html
+    assert "http://" not in html and "https://" not in html  # nothing fetched from the internet
+
+
+def test_load_model_kinds(folders):
+    _, paths = folders
+    assert load_model(paths["onnx"]).backend == "onnx"
+    assert load_model(paths["pytorch"].parent / "model").backend == "pytorch"
+
+
+def test_serve_command_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["serve", str(tmp_path / "empty"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unigen: error:") and "not a UniGen task-model folder" in err
