@@ -156,3 +156,18 @@ def test_export_errors(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     with pytest.raises(Exception, match="not an exported ONNX task model"):
         OnnxTaskModel.from_pretrained(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_the_embedded_minilm_exports_exactly(tmp_path):
+    """The real encoder (all-MiniLM-L6-v2, 128 tokens, mean pooling): float32 ONNX within 1e-4 of PyTorch on
+    real test-set texts, long ones cut at the token limit included."""
+    model = TaskModel.build("minilm-l6", LABELS, max_length=128, pooling="mean", seed=0)
+    texts = real_texts(15) + EDGE
+    out = export_onnx(model, tmp_path / "onnx")
+    onnx_model = OnnxTaskModel.from_pretrained(out)
+    ids = onnx_model.encode(texts)["input_ids"]
+    np.testing.assert_array_equal(ids, model.encode(texts)["input_ids"].numpy())
+    assert ids.shape[1] == 128  # a text was cut at the limit
+    np.testing.assert_allclose(onnx_model.predict_proba(texts), model.predict_proba(texts), atol=1e-4)
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in (out / "README.md").read_text()
