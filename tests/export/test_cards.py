@@ -80,6 +80,8 @@ def test_card_of_an_embedded_encoder_names_its_hub_model():
     assert results == {"sst2": 0.8125, "tweet": 0.6}
     assert "| SST-2 | 1821 | 81.2 | 81.0 |" in card["sections"]["Evaluation"]
     assert "**70.6**" in card["sections"]["Evaluation"]
+    weakest = "Weakest in its evaluation**: TweetEval sentiment (60.0%), SST-2 (81.2%)."
+    assert weakest in card["sections"]["Limitations"]
 
 
 def test_the_run_writes_provenance_and_evaluation_into_the_card(run_dir):

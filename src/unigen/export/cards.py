@@ -44,8 +44,9 @@ LIMITS = """\
 * **Synthetic training data only.** The model never saw a human-labelled example: its labels come from a
   small generative LM's judgement of texts that LM wrote. It inherits that LM's biases and blind spots, and
   its accuracy is below supervised classifiers trained on real labelled data of the target domain.
-* **Known weak domains.** Short, informal texts (tweets: slang, sarcasm, hashtags) and long reviews that
-  mix praise and complaints are the hardest cases; texts beyond the token limit are cut.
+* **Known weak domains.** In the measured runs (results/main_run.md) the weakest test sets were long movie
+  reviews (IMDb: they mix praise and complaint, and are cut at the token limit) and product-feature reviews
+  (CR); sarcasm and mixed opinions are hard in general.
 * **Two-way sentiment.** Every text gets one of the labels, including neutral or off-topic texts, which
   have no "neutral" answer; the probabilities are not calibrated confidences.
 * **English only.** The prompts, the generator and the encoders are English.
@@ -158,7 +159,9 @@ def _data_section(training: Mapping[str, Any]) -> str:
     rel = data.get("relabel") or {}
     if rel:
         centred = " with each label's scores centred on the sample" if rel.get("centred") else ""
-        parts.append(f"Labels: relabel rule `{rel.get('rule')}`{centred} ({rel.get('chosen') or 'set'}), "
+        chosen = {"auto": "chosen automatically", "config": "set in the configuration"}.get(
+            rel.get("chosen"), rel.get("chosen") or "set in the configuration")
+        parts.append(f"Labels: relabel rule `{rel.get('rule')}`{centred} ({chosen}), "
                      f"{rel.get('mode')} labels at temperature {rel.get('temperature')}, threshold "
                      f"{rel.get('threshold')}.")
     table = [["generated (texts written)", data.get("generated", "–")],
@@ -185,7 +188,8 @@ SETTING_KEYS = ("epochs", "lr", "batch_size", "max_length", "targets", "scl_weig
 
 def _training_section(training: Mapping[str, Any]) -> str:
     settings = training.get("settings") or {}
-    rows = [[k, f"`{settings[k]}`"] for k in SETTING_KEYS if k in settings]
+    names = {"max_length": "max_length (training; predictions use the token limit above)"}
+    rows = [[names.get(k, k), f"`{settings[k]}`"] for k in SETTING_KEYS if k in settings]
     for key, label in (("seed", "seed"), ("epochs", "epochs run"), ("best_epoch", "best epoch"),
                        ("best_valid_acc", "best accuracy on the held-out synthetic rows")):
         if training.get(key) is not None:
@@ -208,6 +212,16 @@ def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
         rows.append(["**mean**", "", f"**{_pct(evaluation['average'])}**", ""])
     return ("Real, human-labelled test sets the model never trained on (zero-shot); accuracy and macro-F1 "
             "in %.\n\n" + _table(["test set", "n", "accuracy", "macro-F1"], rows))
+
+
+def _weakest(evaluation: Mapping[str, Any] | None) -> str:
+    """A limits line naming the two test sets this model did worst on, when it was evaluated."""
+    sets = sorted((float(v["accuracy"]), k) for k, v in (evaluation or {}).items()
+                  if k != "average" and isinstance(v, Mapping) and "accuracy" in v)
+    if len(sets) < 2:
+        return ""
+    worst = ", ".join(f"{SET_NAMES.get(k, k)} ({_pct(a)}%)" for a, k in sets[:2])
+    return f"\n* **Weakest in its evaluation**: {worst}."
 
 
 def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
@@ -235,7 +249,7 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
         "## Labels\n\n" + _table(["id", "label"], [[i, f"`{lab}`"] for i, lab in enumerate(labels)]),
         "## Model\n\n" + f"{model_text}, then a projection head (Linear, tanh, LayerNorm; "
         f"{record.get('projection_dim')} features) and a linear classifier.\n\n"
-        + _table(["", ""], [["architecture", f"`{arch}`"], ["base encoder", f"`{encoder}`"],
+        + _table(["property", "value"], [["architecture", f"`{arch}`"], ["base encoder", f"`{encoder}`"],
                             ["parameters", params], ["token limit", record.get("max_length")],
                             ["weights", "`model.safetensors` (no pickle)"],
                             ["unigen version", record.get("unigen_version", "–")]]),
@@ -246,7 +260,7 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
         "labelled training data exists: product and movie reviews, restaurant and service feedback, "
         "opinions in short posts. A baseline to compare with, or to bootstrap labelling, before real data "
         "is collected.",
-        "## Limitations\n\n" + LIMITS,
+        "## Limitations\n\n" + LIMITS + _weakest(evaluation),
         "## How to use\n\n```python\nfrom unigen import TaskModel\n\nmodel = TaskModel.from_pretrained("
         "\"THIS_FOLDER\")\nmodel.predict([\"What a lovely film.\", \"Never again.\"])\n"
         "model.predict_proba(\"What a lovely film.\")\n```\n\n"
