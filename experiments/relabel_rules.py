@@ -49,7 +49,7 @@ def score(args: argparse.Namespace) -> None:
 def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tuple[list[str], np.ndarray,
                                                                                    np.ndarray, np.ndarray]:
     """``(texts, probs, keep, prompt_labels)`` of a variant on a seeded subset of ``n`` texts (0: all)."""
-    from unigen.synth.relabeling import soft_labels
+    from unigen.synth.relabeling import keep_mask, soft_labels
 
     y_all = d["y"]
     sub = np.sort(np.random.default_rng(0).permutation(len(y_all))[: n or len(y_all)])
@@ -62,15 +62,15 @@ def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tu
     if rule.endswith("c"):
         s = s - s.mean(axis=0, keepdims=True)
     p = soft_labels(s, tau)
-    hard, p_y, bar = p.argmax(1), p[np.arange(len(y)), y], 0.5 + threshold
-    keep = {"filter": (p_y > bar) & (hard == y), "soft": ~((hard != y) & (p.max(1) > bar)),
+    hard, bar = p.argmax(1), 0.5 + threshold
+    keep = {"filter": keep_mask(p, y, threshold), "soft": ~((hard != y) & (p.max(1) > bar)),
             "all": np.ones(len(y), bool)}[how]
     return texts, p, keep, y
 
 
 def train(args: argparse.Namespace) -> None:
     from unigen.config import load_config
-    from unigen.evaluation.evaluate import evaluate_classifier, load_eval_sets
+    from unigen.evaluation.evaluate import TaskModelClassifier, evaluate_classifier, load_eval_sets
     from unigen.tam.train import train_task_model
 
     d = dict(np.load(args.scores, allow_pickle=True))
@@ -86,16 +86,9 @@ def train(args: argparse.Namespace) -> None:
     record = {"variant": args.variant, "set": args.set, "seed": args.seed, "rows": int(keep.sum()),
               "train_s": round(time.time() - tic, 1), "best_epoch": result.best_epoch}
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
-
-    class Classifier:
-        name = "tam"
-
-        def predict_ids(self, batch: list[str]) -> np.ndarray:
-            return model.predict_proba(batch).argmax(1)
-
     for length in (int(x) for x in args.eval_len.split(",")):
         model.spec = dataclasses.replace(model.spec, max_length=length)
-        res = evaluate_classifier(Classifier(), sets)
+        res = evaluate_classifier(TaskModelClassifier(model, args.variant), sets)
         record[f"avg@{length}"] = round(100 * res["average"], 2)
         record[f"sets@{length}"] = {k: round(100 * v["accuracy"], 1)
                                     for k, v in res.items() if k != "average"}

@@ -291,10 +291,13 @@ class TrainConfig:
         """``lr``, or 1e-3 for the LSTM and 2e-5 for transformers when unset (docs/method.md)."""
         return self.lr if self.lr is not None else DEFAULT_LR[_family(self.tam)]
 
+    def steps_per_epoch(self, train_rows: int) -> int:
+        """Optimiser steps in one pass over ``train_rows`` rows (the last batch may be short)."""
+        return max(1, -(-train_rows // self.batch_size))
+
     def planned_epochs(self, train_rows: int) -> int:
         """:meth:`resolved_epochs`, raised so that the run makes at least ``min_steps`` optimiser steps."""
-        steps_per_epoch = max(1, -(-train_rows // self.batch_size))
-        return max(self.resolved_epochs(), -(-self.min_steps // steps_per_epoch))
+        return max(self.resolved_epochs(), -(-self.min_steps // self.steps_per_epoch(train_rows)))
 
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base lr at optimiser step ``step`` (0-based) of ``total_steps``.

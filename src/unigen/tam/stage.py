@@ -38,7 +38,7 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
     result = train_task_model(data, train_cfg, cfg.labels, seed=cfg.seed, workdir=stage.path / CHECKPOINT_DIR,
                               progress=progress, device=cfg.device)
     result.model.save_pretrained(stage.path / MODEL_DIR, training={
-        "rows": len(data.texts), "seed": cfg.seed, "epochs": train_cfg.resolved_epochs(),
+        "rows": len(data.texts), "seed": cfg.seed, "epochs": len(result.history),
         "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history,
         "settings": train_settings(cfg, tam)["train"], "data": provenance or {},
         **({"source": source} if source else {})})

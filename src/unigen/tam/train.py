@@ -259,7 +259,7 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
                             projection_dim=config.projection_dim, lstm_hidden=config.lstm_hidden,
                             vectors=vectors, seed=seed, pooling=config.pooling).to(pick_device(device))
     epochs = config.planned_epochs(len(train))
-    steps = epochs * -(-len(train) // config.batch_size)
+    steps = epochs * config.steps_per_epoch(len(train))
     loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed, total_steps=steps)
     train_inputs = model.encode(train.texts, config.max_length)
     valid_inputs = model.encode(valid.texts, config.max_length)
