@@ -23,6 +23,10 @@ DEFAULT_LR = {"lstm": 1e-3, "transformer": 2e-5}
 DEFAULT_EPOCHS = {"lstm": 5, "transformer": 3}
 
 
+#: the engines ``generate.backend`` / ``scoring.backend`` can name (unigen.synth.backends)
+BACKENDS = ("transformers", "ctranslate2", "vllm")
+
+
 def _family(tam: str) -> str:
     return "lstm" if tam == "lstm" else "transformer"
 
@@ -73,7 +77,8 @@ class ScoringConfig:
     include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
     batch_size: int = setting(32, "sequences per forward pass", fingerprint=False)
     backend: str = setting("ctranslate2", "ctranslate2 (converted once into the model cache, see "
-                           "unigen.synth.ct2_backend; 3.5x the naive loop) | transformers (PyTorch)",
+                           "unigen.synth.ct2_backend; 3.5x the naive loop) | transformers (PyTorch) | "
+                           "vllm (GPU, prompt log-probs; unigen.synth.vllm_backend)",
                            fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("float32", "ctranslate2 backend: float32 (scores equal transformers') | "
                                     "int8 | int8_float32 (faster, but int8 moves scores enough to change "
@@ -81,7 +86,7 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         _one_of("scoring.rule", self.rule, ("nll", "verbalizer"))
-        _one_of("scoring.backend", self.backend, ("transformers", "ctranslate2"))
+        _one_of("scoring.backend", self.backend, BACKENDS)
         _one_of("scoring.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
         _check("{label}" in self.template and "{text}" in self.template,
                "scoring.template needs {label} and {text}")
@@ -116,7 +121,8 @@ class GenerateConfig:
     batch_size: int = setting(64, "prompts per generate call (part of the fingerprint with the ctranslate2 "
                               "backend, whose rows of a batch share one random stream)", fingerprint=False)
     backend: str = setting("ctranslate2", "ctranslate2 (int8, converted once into the model cache, see "
-                           "unigen.synth.ct2_backend; 7.6x the naive loop) | transformers (PyTorch)",
+                           "unigen.synth.ct2_backend; 7.6x the naive loop) | transformers (PyTorch) | "
+                           "vllm (GPU; unigen.synth.vllm_backend)",
                            fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("int8", "ctranslate2 backend: int8 (weights converted to int8) | "
                                     "int8_float32 | float32", fingerprint="unless_default")
@@ -343,9 +349,22 @@ class RunConfig:
     tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
     baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
     prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
+    executor: str = setting("local", "local | ray: where the generate and relabel shards run (ray: Ray Data "
+                            "actors on RAY_ADDRESS or a local instance; same rows, unigen.synth.ray_executor)",
+                            fingerprint=False)
+    actors: int = setting(0, "ray executor: model-holding actors (0: as many as the cluster's CPUs, or GPUs "
+                          "with gpus_per_actor > 0, allow)", fingerprint=False)
+    cpus_per_actor: float = setting(1.0, "ray executor: CPUs reserved per actor (its torch/ctranslate2 threads)",
+                                    fingerprint=False)
+    gpus_per_actor: float = setting(0.0, "ray executor: GPUs per actor (1 for the vllm backend)",
+                                    fingerprint=False)
 
     def __post_init__(self) -> None:
         _check(len(self.tams) > 0, "run.tams needs at least one task model")
+        _one_of("run.executor", self.executor, ("local", "ray"))
+        _check(self.actors >= 0, "run.actors must be >= 0 (0: sized from the cluster)")
+        _check(self.cpus_per_actor > 0 and self.gpus_per_actor >= 0,
+               "run.cpus_per_actor must be positive and run.gpus_per_actor >= 0")
         for b in self.baselines:
             _one_of("run.baselines item", b, ("vader", "prompt"))
 

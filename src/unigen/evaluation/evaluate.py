@@ -101,6 +101,10 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
             from unigen.synth.ct2_backend import make_ct2_scorer
 
             scorer = make_ct2_scorer(lm_name, cfg.labels, cfg.scoring, cfg.device)
+        elif cfg.scoring.backend == "vllm":
+            from unigen.synth.vllm_backend import make_vllm_scorer  # vllm, CUDA
+
+            scorer = make_vllm_scorer(lm_name, cfg.labels, cfg.scoring)
         else:
             scorer = LMScorer.from_name(lm_name, cfg.labels, cfg.scoring, device=cfg.device)
         return PromptClassifier(scorer, f"prompt:{lm_name} ({cfg.scoring.rule})", progress)

@@ -2,7 +2,8 @@
 
 ``generate.backend`` / ``scoring.backend``: ``transformers`` (PyTorch:
 :class:`~unigen.synth.sampling.LMSampler`, :class:`~unigen.synth.scoring.FastLMScorer`) or
-``ctranslate2`` (:mod:`unigen.synth.ct2_backend`, converted once into the model cache).
+``ctranslate2`` (:mod:`unigen.synth.ct2_backend`, converted once into the model cache) or ``vllm``
+(:mod:`unigen.synth.vllm_backend`, GPUs only; a one-line error without vllm or a GPU).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSa
         from unigen.synth.ct2_backend import make_ct2_sampler  # ctranslate2
 
         return make_ct2_sampler(cfg, sampling_settings(cfg))
+    if cfg.generate.backend == "vllm":
+        from unigen.synth.vllm_backend import make_vllm_sampler  # vllm, CUDA
+
+        return make_vllm_sampler(cfg, sampling_settings(cfg))
     model, tokenizer = lm or load_generator(cfg)
     if cfg.generate.precision == "bf16":
         import copy
@@ -46,5 +51,9 @@ def make_scorer(
         from unigen.synth.ct2_backend import make_ct2_scorer  # ctranslate2
 
         return make_ct2_scorer(cfg.generator, cfg.labels, scoring or cfg.scoring, cfg.device)
+    if (scoring or cfg.scoring).backend == "vllm":
+        from unigen.synth.vllm_backend import make_vllm_scorer  # vllm, CUDA
+
+        return make_vllm_scorer(cfg.generator, cfg.labels, scoring or cfg.scoring)
     model, tokenizer = lm or load_generator(cfg)
     return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)

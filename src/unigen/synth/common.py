@@ -27,8 +27,10 @@ def scoring_settings(cfg: UniGenConfig) -> dict[str, Any]:
 def backend_fingerprint(section: Any) -> dict[str, Any]:
     """What changes ctranslate2 outputs beyond the section's own fingerprint (``generate`` or ``scoring``):
     the compute type even when it is the default, and for sampling the batch size (rows of a batch
-    share one random stream, :mod:`unigen.synth.ct2_backend`)."""
-    if section.backend == "transformers":
+    share one random stream, :mod:`unigen.synth.ct2_backend`). The transformers and vllm backends seed
+    every row on its own (vllm: one request per row seed), so they add nothing; the backend name itself is
+    in the section's fingerprint."""
+    if section.backend in ("transformers", "vllm"):
         return {}
     extra = {"ct2_compute_type": section.ct2_compute_type}
     if hasattr(section, "max_new_tokens"):
