@@ -116,3 +116,18 @@ class FakeScorer:
             if "#" in t:  # a weak signal for some rows: below the T_RE threshold
                 out[i] *= 0.03
         return out
+
+
+class PoolSampler(FakeSampler):
+    """:class:`FakeSampler` whose texts ignore the prompt (so shards of every label share duplicates), with
+    an optional pause per call (so shards on parallel workers overlap in time)."""
+
+    def __init__(self, fail_after: int | None = None, pause: float = 0.0):
+        super().__init__(fail_after)
+        self.pause = pause
+
+    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+        import time
+
+        time.sleep(self.pause)
+        return super().sample('The text in any sentiment is: "', seeds)

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from unigen import registry
-from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, config, progress
-from unigen.config import UniGenConfig, dump_yaml, load_config
+from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, add_executor, config, progress
+from unigen.config import UniGenConfig, dump_yaml
 from unigen.errors import CellsFailed, UniGenError
 from unigen.experiment import load_experiment, run_experiment
 from unigen.stages import atomic_write_json, atomic_write_text, stage_status
@@ -29,6 +29,7 @@ def add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="shortcut for --set run.method=...")
     p.add_argument("--domain", default=None, help="shortcut for --set run.domain=... (zerogen, sungen)")
     add_config_args(p)
+    add_executor(p)
     p.set_defaults(func=cmd_run)
     return p
 
@@ -36,12 +37,12 @@ def add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from unigen.pipeline import run_pipeline  # torch
 
-    overrides = list(args.overrides)
+    overrides = []
     if args.method:
         overrides.insert(0, f"run.method={args.method}")
     if args.domain:
         overrides.insert(0, f"run.domain={args.domain}")
-    cfg = load_config(args.config, overrides)
+    cfg = config(args, overrides)
     run_pipeline(cfg, args.workdir, progress=progress(args), log=lambda m: print(m, file=sys.stderr))
     print((Path(args.workdir) / "results.md").read_text(encoding="utf-8"))
     return 0

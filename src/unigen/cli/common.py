@@ -17,6 +17,13 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="dotted override, e.g. --set relabel.temperature=0.1 (repeatable)")
 
 
+def add_executor(p: argparse.ArgumentParser) -> None:
+    """``--executor local|ray``: shortcut for ``--set run.executor=...`` (where the synth shards run)."""
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where the generate and relabel shards run: this process, or Ray Data actors on "
+                        "RAY_ADDRESS (else a local Ray instance); shortcut for --set run.executor=...")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet`` (no progress bars, the libraries' included); ``--no-progress`` is a hidden alias."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -36,8 +43,10 @@ def add_destination(p: argparse.ArgumentParser, stage: str) -> None:
     where.add_argument("--output", default=None, help="write the stage folder into exactly this folder")
 
 
-def config(args: argparse.Namespace) -> UniGenConfig:
-    return load_config(args.config, args.overrides)
+def config(args: argparse.Namespace, overrides: list[str] | None = None) -> UniGenConfig:
+    """The config of ``--config`` and ``--set`` (after ``overrides``), with ``--executor`` last."""
+    extra = [f"run.executor={args.executor}"] if getattr(args, "executor", None) else []
+    return load_config(args.config, [*(overrides or []), *args.overrides, *extra])
 
 
 def progress(args: argparse.Namespace) -> bool:

@@ -1,7 +1,9 @@
 """``unigen generate`` and ``unigen relabel``: stages 1-2 (:mod:`unigen.synth`)::
 
     unigen generate [--workdir DIR | --output DIR] [--config FILE] [--set generate.samples_per_label=300 ...]
+                    [--executor local|ray]
     unigen relabel [--input GEN_DIR] [--workdir DIR | --output DIR] [--config FILE] [--set ...]
+                   [--executor local|ray]
 
 With ``relabel.until_kept`` either command runs UniGen's combined loop, which fills both folders.
 """
@@ -11,7 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
+from unigen.cli.common import (
+    add_config_args,
+    add_destination,
+    add_executor,
+    config,
+    progress,
+    report,
+    workdir_of,
+)
 from unigen.errors import ConfigError
 
 
@@ -19,6 +29,7 @@ def add_generate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="stage 1: synthetic texts from prompts (sharded, resumable)")
     add_destination(p, "generate")
     add_config_args(p)
+    add_executor(p)
     p.set_defaults(func=run_generate)
     return p
 
@@ -29,6 +40,7 @@ def add_relabel(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="finished generation folder (default: the one of this config under --workdir)")
     add_destination(p, "relabel")
     add_config_args(p)
+    add_executor(p)
     p.set_defaults(func=run_relabel)
     return p
 

@@ -349,13 +349,13 @@ class RunConfig:
     tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
     baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
     prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
-    executor: str = setting("local", "local | ray: where the generate and relabel shards run (ray: Ray Data "
-                            "actors on RAY_ADDRESS or a local instance; same rows, unigen.synth.ray_executor)",
-                            fingerprint=False)
+    executor: str = setting("local", "local | ray: where the generate and relabel shards run (ray: Ray "
+                            "Data actors on RAY_ADDRESS or a local instance, same rows; "
+                            "unigen.synth.ray_executor)", fingerprint=False)
     actors: int = setting(0, "ray executor: model-holding actors (0: as many as the cluster's CPUs, or GPUs "
                           "with gpus_per_actor > 0, allow)", fingerprint=False)
-    cpus_per_actor: float = setting(1.0, "ray executor: CPUs reserved per actor (its torch/ctranslate2 threads)",
-                                    fingerprint=False)
+    cpus_per_actor: float = setting(1.0, "ray executor: CPUs reserved per actor (its torch / ctranslate2 "
+                                    "threads)", fingerprint=False)
     gpus_per_actor: float = setting(0.0, "ray executor: GPUs per actor (1 for the vllm backend)",
                                     fingerprint=False)
 

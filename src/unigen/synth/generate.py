@@ -61,31 +61,42 @@ def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenCo
     return rows
 
 
+def plan_generation(cfg: UniGenConfig) -> list[ShardSpec]:
+    """Every shard of the fixed-size generation stage of ``cfg``."""
+    streams = plan_streams(
+        len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
+    )
+    return plan_shards(streams, cfg.labels, cfg.generate.shard_size, cfg.seed)
+
+
 def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,
                   sampler: TextSampler | None = None, lm: tuple[Any, Any] | None = None) -> Path:
-    """Run (or resume, or skip) the fixed-size generation stage in the folder ``out``."""
+    """Run (or resume, or skip) the fixed-size generation stage in the folder ``out`` (its shards on this
+    process, or with ``run.executor = ray`` on Ray actors: :mod:`unigen.synth.ray_executor`)."""
     stage = open_generation(cfg, path=out)
     if stage.complete:
         return stage.path
-    labels = cfg.labels
-    streams = plan_streams(
-        len(labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
-    )
-    specs = plan_shards(streams, labels, cfg.generate.shard_size, cfg.seed)
+    specs = plan_generation(cfg)
     done = set(stage.shard_indices())
     todo = [s for s in specs if s.index not in done]
+    executor: dict[str, Any] = {}
     if todo:
-        seen = rebuild_seen(stage, cfg.generate.dedup)
-        sampler = sampler or make_sampler(cfg, lm)
-        stems = prompt_stems(cfg)
         total = sum(s.size for s in specs)
         with progress_bar(total, "generate", progress, initial=total - sum(s.size for s in todo)) as bar:
-            counter = Acceptance(bar)
-            for spec in todo:
-                run_shard(stage, sampler, spec, cfg, seen, stems, counter)
-    counts = summarise(stage, [s.index for s in specs], labels)
+            if cfg.run.executor == "ray":
+                from unigen.synth.ray_executor import ray_generate
+
+                executor = {"executor": ray_generate(cfg, stage, todo, bar, sampler=sampler, lm=lm)}
+            else:
+                seen = rebuild_seen(stage, cfg.generate.dedup)
+                sampler = sampler or make_sampler(cfg, lm)
+                stems = prompt_stems(cfg)
+                counter = Acceptance(bar)
+                for spec in todo:
+                    run_shard(stage, sampler, spec, cfg, seen, stems, counter)
+    counts = summarise(stage, [s.index for s in specs], cfg.labels)
     write_generation_card(stage, cfg, counts)
-    stage.finish(counts["totals"], shards=len(specs))
+    stage.finish(counts["totals"], shards=len(specs), **executor)
     return stage.path
 
 

@@ -112,25 +112,38 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
         return stage.path
     indices = gen.shard_indices()
     todo = [i for i in indices if not stage.has_shard(i)]
-    if todo and cfg.relabel.mode != "none" and scorer is None:
-        scorer = make_scorer(cfg, lm)
-    choice = resolve_rule(cfg, stage, gen, scorer, progress)
+    on_ray = bool(todo) and cfg.run.executor == "ray"
+    executor: dict[str, Any] = {}
+    if on_ray:  # the rule choice, if any, runs on a Ray actor too: the driver loads no model
+        from unigen.synth.ray_executor import RemoteScorer, ray_relabel
+
+        remote = RemoteScorer(cfg, scorer, lm)
+        try:
+            choice = resolve_rule(cfg, stage, gen, remote, progress)
+        finally:
+            remote.close()
+    else:
+        if todo and cfg.relabel.mode != "none" and scorer is None:
+            scorer = make_scorer(cfg, lm)
+        choice = resolve_rule(cfg, stage, gen, scorer, progress)
     total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
     done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
     with progress_bar(total or 0, f"relabel ({choice['rule']})", progress, initial=done_rows) as bar:
+        if on_ray:
+            executor = {"executor": ray_relabel(cfg, stage, gen, todo, choice, bar, scorer=scorer, lm=lm)}
         kept = seen = 0
-        for i in todo:
+        for i in [] if on_ray else todo:
             rows = relabel_shard(stage, gen, i, scorer, choice, cfg, progress)
             kept, seen = kept + sum(r["keep"] for r in rows), seen + len(rows)
             bar.update(len(rows))
             bar.set_postfix(kept=f"{100 * kept / max(seen, 1):.1f}%", refresh=False)
-    finish_relabel(stage, gen, cfg, indices, choice)
+    finish_relabel(stage, gen, cfg, indices, choice, **executor)
     write_relabel_card(stage, gen, cfg)
     return stage.path
 
 
 def finish_relabel(
-    stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any]
+    stage: Stage, gen: Stage, cfg: UniGenConfig, indices: list[int], choice: dict[str, Any], **extra: Any
 ) -> None:
     rows = kept = agree = 0
     seconds = 0.0
@@ -150,7 +163,7 @@ def finish_relabel(
               "kept_per_label": dict(zip(cfg.labels, per_label)),
               "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
               "sentences_per_s": round(rows / seconds, 3) if seconds else None}
-    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices))
+    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices), **extra)
 
 
 def relabel_stage(cfg: UniGenConfig, workdir: str | Path, gen_dir: str | Path | None = None,

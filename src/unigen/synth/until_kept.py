@@ -77,6 +77,10 @@ class _Loop:
 def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True, *, sampler: Any = None,
                    scorer: Scorer | None = None, lm: tuple[Any, Any] | None = None) -> tuple[Path, Path]:
     """Run (or resume, or skip) the combined loop; returns ``(generation folder, relabel folder)``."""
+    if cfg.run.executor != "local":
+        from unigen.synth.ray_executor import check_executor
+
+        check_executor(cfg)
     gen = open_generation(cfg, workdir=workdir)
     rel = open_relabel_stage(cfg, gen, workdir=workdir)
     if gen.complete and rel.complete:

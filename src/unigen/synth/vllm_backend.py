@@ -119,7 +119,8 @@ class VLLMSampler:
         for r in results:
             ids = list(r.outputs[0].token_ids)[: self.settings.max_new_tokens]
             self.tokens_generated += len(ids)
-            out.append(Continuation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), tuple(ids)))
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            out.append(Continuation(text, len(ids), tuple(ids)))
         return out
 
 

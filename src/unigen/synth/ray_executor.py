@@ -1,0 +1,442 @@
+"""``run.executor = ray``: the generation and relabel shards as Ray Data work on a cluster.
+
+Ray is an optional extra (``pip install 'unigen-sentiment[ray]'``); the driver connects to ``RAY_ADDRESS``
+when it is set and otherwise starts a local instance (:func:`init_ray`). The shards that are not finished
+yet become a Ray Data dataset of shard indices, mapped by a pool of actors
+(``ActorPoolStrategy``; ``run.actors`` actors of ``run.cpus_per_actor`` CPUs and ``run.gpus_per_actor``
+GPUs, :func:`pool_size`), each of which loads the generator once. The driver writes every shard it gets
+back into the same fingerprinted stage folder as the local executor (the executor is not part of the
+fingerprint), so the folder, its resume and everything downstream are unchanged; a worker that dies is
+restarted by Ray and its shard run again, and a killed driver resumes from the finished shards.
+
+Same rows as the local executor. Rows are seeded per shard and attempt, so a shard's rows do not depend on
+the worker, with one exception: de-duplication (``generate.dedup``) rejects texts of *earlier* shards,
+which the local loop knows because it runs the shards in order. The Ray workers keep that contract with a
+small ledger actor (:class:`KeyLedger`) holding the 64-bit text keys of the committed shards:
+
+1. a worker syncs the keys committed so far (all from shards before its own, since shards commit in
+   index order) and generates its shard *speculatively* against them;
+2. it then waits until every earlier shard is committed and checks its accepted rows against the keys
+   committed meanwhile. None found: the run is exactly the local executor's (a speculative run can only
+   differ from the sequential one by accepting such a key). Found: the shard is generated again against
+   the now complete set, which is the local executor's run by construction;
+3. it commits its keys (and, until the driver has written the shard, its rows, which a retried task of a
+   committed shard returns unchanged) and returns the rows.
+
+The driver writes generation shards in index order, so the finished shards on disk are always a prefix and
+a restarted run (either executor) continues from them. Redone shards are counted in the manifest
+(``executor.redone_shards``); they cost time, never rows. Relabel shards are independent: any order.
+
+The relabel actors read the generation shards from the stage folder, so the workdir must be on storage
+that every node mounts at the same path (the generation stage ships its rows back and needs none).
+``relabel.until_kept`` decides every shard from the relabeled shards before it, which is sequential by
+design: it runs on the local executor only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unigen.config import UniGenConfig
+from unigen.errors import ConfigError, DataError, UniGenError
+from unigen.synth.generation import KeySet, text_key
+
+WAIT_MAX_S = 0.2  # longest pause between two looks at the ledger while earlier shards finish
+
+
+# ---------------------------------------------------------------- Ray itself
+
+def ray_module() -> Any:
+    """The ``ray`` package with Ray Data, or a one-line error naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError("run.executor=ray needs Ray Data: pip install 'unigen-sentiment[ray]' "
+                          "(or 'ray[data]')") from None
+    return ray
+
+
+def check_executor(cfg: UniGenConfig) -> None:
+    """Refuse what the Ray executor cannot run (with one line naming the settings)."""
+    if cfg.run.executor == "ray" and cfg.relabel.until_kept:
+        raise ConfigError("relabel.until_kept decides each shard from the relabeled shards before it "
+                          "(sequential): use run.executor=local, or relabel.until_kept=false")
+
+
+def init_ray(quiet: bool = True) -> Any:
+    """Connect to ``RAY_ADDRESS`` when set, else start a local Ray instance (once per process)."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": not quiet}
+        if not os.environ.get("RAY_ADDRESS"):
+            options["include_dashboard"] = False
+        ray.init(**options)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the stage's own bar counts rows
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
+def pool_size(cfg: UniGenConfig, cluster: dict[str, float], shards: int) -> int:
+    """``run.actors``, or (0) as many actors as the cluster's GPUs (``gpus_per_actor > 0``) or CPUs allow;
+    never more than there are shards, never fewer than one."""
+    r = cfg.run
+    if r.actors:
+        n = r.actors
+    elif r.gpus_per_actor > 0:
+        n = int(cluster.get("GPU", 0) // r.gpus_per_actor)
+    else:
+        n = int(cluster.get("CPU", 1) // r.cpus_per_actor)
+    return max(1, min(n, shards))
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The UniGenError a worker raised, if there is one under Ray's wrappers, else ``exc``."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UniGenError) and type(e).__module__.startswith("unigen"):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return exc
+
+
+def _map_shards(ray: Any, worker: type, indices: list[int], cfg: UniGenConfig,
+                kwargs: dict[str, Any]) -> tuple[Any, int]:
+    """The lazy Ray Data pipeline: one block and one task per shard index, mapped by the actor pool."""
+    n = pool_size(cfg, ray.cluster_resources(), len(indices))
+    ds = ray.data.from_items([{"index": i} for i in indices], override_num_blocks=len(indices))
+    ds = ds.map_batches(
+        worker, batch_size=1, fn_constructor_kwargs=kwargs,
+        compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=2),
+        num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor or None,
+    )
+    return ds, n
+
+
+def _iter_results(ds: Any) -> Any:
+    """``(index, payload dict)`` of every finished shard; worker errors come out as their UniGenError."""
+    try:
+        for row in ds.iter_rows():
+            yield int(row["index"]), json.loads(row["payload"])
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
+        err = _unwrap(exc)
+        if err is exc:
+            raise
+        raise err from None
+
+
+def _payload(rows: list[dict[str, Any]], stats: dict[str, Any], **extra: Any) -> str:
+    return json.dumps({"rows": rows, "stats": stats, **extra}, ensure_ascii=False)
+
+
+def _keys(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([text_key(r["text"]) for r in rows], dtype=np.uint64)
+
+
+def _batch(results: list[tuple[int, str]]) -> dict[str, np.ndarray]:
+    return {"index": np.array([i for i, _ in results], dtype=np.int64),
+            "payload": np.array([p for _, p in results], dtype=object)}
+
+
+# ---------------------------------------------------------------- generation: the ledger
+
+class KeyLedger:
+    """De-duplication keys of the committed generation shards, committed in index order (a Ray actor).
+
+    ``done``: the shards finished before this run (their keys come with :meth:`preload`). A shard's rows
+    stay here from :meth:`commit` until the driver has written them (:meth:`written`).
+    """
+
+    def __init__(self, done: list[int]):
+        self.committed = set(done)
+        self.prefix = 0
+        self._advance()
+        self.log: list[np.ndarray] = []
+        self.payloads: dict[int, str] = {}
+
+    def _advance(self) -> None:
+        while self.prefix in self.committed:
+            self.prefix += 1
+
+    def preload(self, keys: np.ndarray) -> None:
+        self.log.append(np.asarray(keys, dtype=np.uint64))
+
+    def since(self, pos: int) -> tuple[int, int, list[np.ndarray]]:
+        """``(prefix, new position, key arrays committed since pos)``; every shard below ``prefix`` is
+        committed."""
+        return self.prefix, len(self.log), self.log[pos:]
+
+    def commit(self, index: int, keys: np.ndarray, payload: str) -> str | None:
+        """Commit shard ``index`` (the next one in order); returns the committed payload, which is the
+        first one when a retried task commits a shard again (None once the driver has written it)."""
+        if index in self.committed:
+            return self.payloads.get(index)
+        if index != self.prefix:
+            raise RuntimeError(f"shard {index} committed before shard {self.prefix}")
+        self.committed.add(index)
+        self._advance()
+        self.log.append(np.asarray(keys, dtype=np.uint64))
+        self.payloads[index] = payload
+        return payload
+
+    def committed_payload(self, index: int) -> str | None:
+        return self.payloads.get(index)
+
+    def written(self, index: int) -> None:
+        self.payloads.pop(index, None)
+
+
+class _RemoteLedger:
+    """The worker's synchronous view of the :class:`KeyLedger` actor."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    @staticmethod
+    def _get(ref: Any) -> Any:
+        import ray
+
+        return ray.get(ref)
+
+    def since(self, pos: int) -> tuple[int, int, list[np.ndarray]]:
+        return self._get(self.handle.since.remote(pos))
+
+    def commit(self, index: int, keys: np.ndarray, payload: str) -> str | None:
+        return self._get(self.handle.commit.remote(index, keys, payload))
+
+    def committed_payload(self, index: int) -> str | None:
+        return self._get(self.handle.committed_payload.remote(index))
+
+
+class _Overlay:
+    """The keys a speculative shard rejects: the synced ledger keys plus the shard's own accepted texts
+    (which must not enter the worker's ledger copy before they are committed)."""
+
+    def __init__(self, base: KeySet):
+        self.base, self.own = base, set()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.own or key in self.base
+
+    def add(self, key: int) -> None:
+        self.own.add(key)
+
+
+# ---------------------------------------------------------------- generation: the worker
+
+class GenerateWorker:
+    """One actor of the generation pool: loads the sampler once and generates shards by index.
+
+    ``ledger`` is None with ``generate.dedup`` off (shards are then independent). ``sampler`` / ``lm``:
+    as for :func:`unigen.synth.generate.generate_into` (tests; shipped to the actor by pickling).
+    """
+
+    def __init__(self, cfg: UniGenConfig, ledger: Any = None, sampler: Any = None, lm: Any = None):
+        from unigen.synth.generate import plan_generation, prompt_stems
+
+        self.cfg, self.ledger, self._sampler, self.lm = cfg, ledger, sampler, lm
+        self.specs = {s.index: s for s in plan_generation(cfg)}
+        self.stems = prompt_stems(cfg)
+        self.seen = KeySet()
+        self.pos = self.prefix = 0
+
+    def sampler(self) -> Any:
+        if self._sampler is None:  # first shard, not __init__: a missing model is a task error (one line)
+            from unigen.synth.backends import make_sampler
+
+            self._sampler = make_sampler(self.cfg, self.lm)
+        return self._sampler
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _batch([(int(i), self.shard(int(i))) for i in batch["index"]])
+
+    def _generate(self, index: int, seen: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from unigen.synth.generate import sample_shard
+
+        return sample_shard(self.sampler(), self.specs[index], self.cfg, seen, self.stems)
+
+    def _sync(self) -> list[np.ndarray]:
+        self.prefix, self.pos, fresh = self.ledger.since(self.pos)
+        for keys in fresh:
+            for k in keys.tolist():
+                self.seen.add(k)
+        return fresh
+
+    def shard(self, index: int) -> str:
+        """The payload (rows, stats, redone) of shard ``index``, identical to the local executor's rows."""
+        if self.ledger is None:
+            return _payload(*self._generate(index, None), redone=False)
+        if (done := self.ledger.committed_payload(index)) is not None:
+            return done  # a retried task of a shard committed before its worker died
+        self._sync()
+        rows, stats = self._generate(index, _Overlay(self.seen))
+        fresh: list[np.ndarray] = []
+        delay = 0.002
+        while True:  # until every earlier shard is committed: then self.seen is theirs, exactly
+            fresh += self._sync()
+            if self.prefix >= index:
+                break
+            time.sleep(delay)
+            delay = min(2 * delay, WAIT_MAX_S)
+        keys = _keys(rows)
+        redone = bool(fresh) and bool(np.isin(keys, np.concatenate(fresh)).any())
+        if redone:
+            rows, stats = self._generate(index, _Overlay(self.seen))
+            keys = _keys(rows)
+        payload = _payload(rows, stats, redone=redone)
+        committed = self.ledger.commit(index, keys, payload)
+        return payload if committed is None else committed
+
+
+def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, sampler: Any = None,
+                 lm: Any = None) -> dict[str, Any]:
+    """Generate the shards ``todo`` (ShardSpecs, ascending) on Ray and write them into ``stage`` in index
+    order; returns the manifest's ``executor`` record."""
+    from unigen.synth.cards import Acceptance
+
+    ray = init_ray()
+    handle = None
+    if cfg.generate.dedup:
+        handle = ray.remote(num_cpus=0, max_restarts=0)(KeyLedger).remote(stage.shard_indices())
+        for i in stage.shard_indices():
+            handle.preload.remote(_keys(stage.read_shard(i)))
+    t0 = time.time()
+    order = [s.index for s in todo]
+    pending: dict[int, dict[str, Any]] = {}
+    written = redone = rows = 0
+    counter = Acceptance(bar)
+    try:
+        ds, actors = _map_shards(ray, GenerateWorker, order, cfg, {
+            "cfg": cfg, "ledger": _RemoteLedger(handle) if handle else None, "sampler": sampler, "lm": lm})
+        for index, data in _iter_results(ds):
+            pending[index] = data
+            while written < len(order) and order[written] in pending:  # in index order: a prefix on disk
+                i = order[written]
+                data = pending.pop(i)
+                stage.write_shard(i, data["rows"], data["stats"])
+                if handle is not None:
+                    handle.written.remote(i)
+                written, redone, rows = written + 1, redone + bool(data["redone"]), rows + len(data["rows"])
+                counter(len(data["rows"]), data["stats"]["attempts"])
+    finally:
+        if handle is not None:
+            ray.kill(handle)
+    seconds = time.time() - t0
+    return {"name": "ray", "actors": actors, "cpus_per_actor": cfg.run.cpus_per_actor,
+            "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written, "redone_shards": redone,
+            "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 2) if seconds else None}
+
+
+# ---------------------------------------------------------------- relabeling
+
+class _Captured:
+    """Stands in for the relabel stage folder inside a worker: keeps what would have been written."""
+
+    def write_shard(self, index: int, rows: list[dict[str, Any]], stats: dict[str, Any]) -> None:
+        self.rows, self.stats = rows, stats
+
+
+class RelabelWorker:
+    """One actor of the relabel pool: loads the scorer once and relabels generation shards by index."""
+
+    def __init__(self, cfg: UniGenConfig, gen_path: str, choice: dict[str, Any], scorer: Any = None,
+                 lm: Any = None):
+        self.cfg, self.gen_path, self.choice, self._scorer, self.lm = cfg, gen_path, choice, scorer, lm
+
+    def scorer(self) -> Any:
+        if self._scorer is None and self.choice["rule"] != "none":
+            from unigen.synth.backends import make_scorer
+
+            self._scorer = make_scorer(self.cfg, self.lm)
+        return self._scorer
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _batch([(int(i), self.shard(int(i))) for i in batch["index"]])
+
+    def shard(self, index: int) -> str:
+        from unigen.stages import Stage
+        from unigen.synth.relabel import relabel_shard
+
+        gen = Stage(self.gen_path)
+        if not gen.has_shard(index):
+            raise DataError(f"{gen.shard_path(index)} is not visible on this Ray node: the relabel actors "
+                            "read the generation shards, so put the workdir on storage every node mounts "
+                            "at the same path")
+        out = _Captured()
+        relabel_shard(out, gen, index, self.scorer(), self.choice, self.cfg)  # type: ignore[arg-type]
+        return _payload(out.rows, out.stats)
+
+
+class RemoteScorer:
+    """A scorer that runs on a Ray actor, built on first use (the ``auto`` rule choice of the relabel
+    stage), so the driver never loads the generator; :meth:`close` frees the actor for the pool."""
+
+    def __init__(self, cfg: UniGenConfig, scorer: Any = None, lm: Any = None):
+        self.cfg, self.scorer, self.lm = cfg, scorer, lm
+        self.actor: Any = None
+
+    def scores(self, texts: Any, **kwargs: Any) -> np.ndarray:
+        ray = init_ray()
+        if self.actor is None:
+            host = ray.remote(num_cpus=self.cfg.run.cpus_per_actor, num_gpus=self.cfg.run.gpus_per_actor)(
+                _ScorerHost)
+            self.actor = host.remote(self.cfg, self.scorer, self.lm)
+        try:
+            return ray.get(self.actor.scores.remote(list(texts), **kwargs))
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the actor's exception
+            err = _unwrap(exc)
+            if err is exc:
+                raise
+            raise err from None
+
+    def close(self) -> None:
+        if self.actor is not None:
+            ray_module().kill(self.actor)
+            self.actor = None
+
+
+class _ScorerHost:
+    def __init__(self, cfg: UniGenConfig, scorer: Any, lm: Any):
+        self.cfg, self.scorer, self.lm = cfg, scorer, lm
+
+    def scores(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        if self.scorer is None:
+            from unigen.synth.backends import make_scorer
+
+            self.scorer = make_scorer(self.cfg, self.lm)
+        return self.scorer.scores(texts, **kwargs)
+
+
+def ray_relabel(cfg: UniGenConfig, stage: Any, gen: Any, todo: list[int], choice: dict[str, Any], bar: Any,
+                *, scorer: Any = None, lm: Any = None) -> dict[str, Any]:
+    """Relabel the generation shards ``todo`` on Ray and write them into ``stage`` (any order); returns the
+    manifest's ``executor`` record."""
+    ray = init_ray()
+    t0 = time.time()
+    written = kept = rows = 0
+    ds, actors = _map_shards(ray, RelabelWorker, todo, cfg, {
+        "cfg": cfg, "gen_path": str(Path(gen.path).resolve()), "choice": choice, "scorer": scorer, "lm": lm})
+    for index, data in _iter_results(ds):
+        stage.write_shard(index, data["rows"], data["stats"])
+        written, rows, kept = written + 1, rows + len(data["rows"]), kept + data["stats"]["kept"]
+        bar.update(len(data["rows"]))
+        bar.set_postfix(kept=f"{100 * kept / max(rows, 1):.1f}%", refresh=False)
+    seconds = time.time() - t0
+    return {"name": "ray", "actors": actors, "cpus_per_actor": cfg.run.cpus_per_actor,
+            "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written, "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds, 2) if seconds else None}
