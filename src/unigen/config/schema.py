@@ -130,7 +130,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
         _one_of("generate.precision", self.precision, ("fp32", "bf16"))
-        _one_of("generate.backend", self.backend, ("transformers", "ctranslate2"))
+        _one_of("generate.backend", self.backend, BACKENDS)
         _one_of("generate.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
         _check(self.backend == "transformers" or self.precision == "fp32",
                "generate.precision applies to the transformers backend; use generate.ct2_compute_type")

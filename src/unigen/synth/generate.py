@@ -86,7 +86,8 @@ def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,
             if cfg.run.executor == "ray":
                 from unigen.synth.ray_executor import ray_generate
 
-                executor = {"executor": ray_generate(cfg, stage, todo, bar, sampler=sampler, lm=lm)}
+                executor = {"executor": ray_generate(cfg, stage, todo, bar, stems=prompt_stems(cfg),
+                                                     sample=sample_shard, sampler=sampler, lm=lm)}
             else:
                 seen = rebuild_seen(stage, cfg.generate.dedup)
                 sampler = sampler or make_sampler(cfg, lm)

@@ -1,34 +1,38 @@
-"""``run.executor = ray``: the generation and relabel shards as Ray Data work on a cluster.
+"""``run.executor = ray``: the generation and relabel shards on Ray actors across a cluster.
 
 Ray is an optional extra (``pip install 'unigen-sentiment[ray]'``); the driver connects to ``RAY_ADDRESS``
-when it is set and otherwise starts a local instance (:func:`init_ray`). The shards that are not finished
-yet become a Ray Data dataset of shard indices, mapped by a pool of actors
-(``ActorPoolStrategy``; ``run.actors`` actors of ``run.cpus_per_actor`` CPUs and ``run.gpus_per_actor``
-GPUs, :func:`pool_size`), each of which loads the generator once. The driver writes every shard it gets
-back into the same fingerprinted stage folder as the local executor (the executor is not part of the
-fingerprint), so the folder, its resume and everything downstream are unchanged; a worker that dies is
-restarted by Ray and its shard run again, and a killed driver resumes from the finished shards.
+when it is set and otherwise starts a local instance (:func:`init_ray`). A pool of actors
+(:func:`pool_size`: ``run.actors`` actors of ``run.cpus_per_actor`` CPUs and ``run.gpus_per_actor`` GPUs),
+each loading the generator once, works through the shards that are not finished yet, and the driver writes
+every shard it gets back into the same fingerprinted stage folder as the local executor (the executor is
+not part of the fingerprint), so the folder, its resume and everything downstream are unchanged. A worker
+that dies is restarted by Ray and its shard run again; a killed driver resumes from the finished shards.
 
-Same rows as the local executor. Rows are seeded per shard and attempt, so a shard's rows do not depend on
-the worker, with one exception: de-duplication (``generate.dedup``) rejects texts of *earlier* shards,
-which the local loop knows because it runs the shards in order. The Ray workers keep that contract with a
-small ledger actor (:class:`KeyLedger`) holding the 64-bit text keys of the committed shards:
+Relabeling: shards are independent, so the relabel stage is a Ray Data dataset of shard indices mapped by
+an actor pool (``ActorPoolStrategy``), written in any order. Its actors read the generation shards from
+the stage folder: the workdir must be on storage every node mounts at the same path (generation ships
+its rows back to the driver and needs none). The ``auto`` rule / centring offset is computed on a Ray
+actor too (:class:`RemoteScorer`), so the driver never loads the generator.
 
-1. a worker syncs the keys committed so far (all from shards before its own, since shards commit in
-   index order) and generates its shard *speculatively* against them;
-2. it then waits until every earlier shard is committed and checks its accepted rows against the keys
-   committed meanwhile. None found: the run is exactly the local executor's (a speculative run can only
-   differ from the sequential one by accepting such a key). Found: the shard is generated again against
-   the now complete set, which is the local executor's run by construction;
-3. it commits its keys (and, until the driver has written the shard, its rows, which a retried task of a
-   committed shard returns unchanged) and returns the rows.
+Generation: rows are seeded per shard and attempt, so a shard's rows do not depend on the worker, with one
+exception: de-duplication (``generate.dedup``) rejects texts of *earlier* shards, which the local loop
+knows because it runs the shards in order. Ray Data's static dataflow cannot feed a shard back for
+another try, and workers that wait inside a Ray Data task for earlier shards can deadlock (Ray Data does
+not promise to start tasks in input order), so generation runs on a pool of Ray actors scheduled by the
+driver, which keeps the local contract with a ledger actor (:class:`KeyLedger`) of the 64-bit text keys
+of the committed shards:
 
-The driver writes generation shards in index order, so the finished shards on disk are always a prefix and
-a restarted run (either executor) continues from them. Redone shards are counted in the manifest
-(``executor.redone_shards``); they cost time, never rows. Relabel shards are independent: any order.
+1. a worker syncs the keys committed so far (all from shards before its own: shards commit in index
+   order) and generates its shard *speculatively* against them, never waiting for other shards;
+2. the driver commits results in index order: the ledger checks that none of the shard's texts was
+   committed after the worker's snapshot. None was: the rows are exactly the local executor's (a
+   speculative run can only differ from the sequential one by accepting such a text). One was: the shard
+   is sent to the next free actor again, which now sees every earlier shard: the local run by
+   construction.
 
-The relabel actors read the generation shards from the stage folder, so the workdir must be on storage
-that every node mounts at the same path (the generation stage ships its rows back and needs none).
+The driver holds at most ``2 * actors`` uncommitted shards and writes shards in index order, so the
+finished shards on disk are always a prefix and a restarted run (either executor) continues from them.
+Redone shards are counted in the manifest (``executor.redone_shards``); they cost time, never rows.
 ``relabel.until_kept`` decides every shard from the relabeled shards before it, which is sequential by
 design: it runs on the local executor only.
 """
@@ -39,6 +43,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +52,6 @@ import numpy as np
 from unigen.config import UniGenConfig
 from unigen.errors import ConfigError, DataError, UniGenError
 from unigen.synth.generation import KeySet, text_key
-
-WAIT_MAX_S = 0.2  # longest pause between two looks at the ledger while earlier shards finish
-
 
 # ---------------------------------------------------------------- Ray itself
 
@@ -157,8 +159,8 @@ def _batch(results: list[tuple[int, str]]) -> dict[str, np.ndarray]:
 class KeyLedger:
     """De-duplication keys of the committed generation shards, committed in index order (a Ray actor).
 
-    ``done``: the shards finished before this run (their keys come with :meth:`preload`). A shard's rows
-    stay here from :meth:`commit` until the driver has written them (:meth:`written`).
+    ``done``: the shards finished before this run (their keys come with :meth:`preload`). The log holds
+    one key array per committed shard; a worker's snapshot is a log position.
     """
 
     def __init__(self, done: list[int]):
@@ -166,7 +168,6 @@ class KeyLedger:
         self.prefix = 0
         self._advance()
         self.log: list[np.ndarray] = []
-        self.payloads: dict[int, str] = {}
 
     def _advance(self) -> None:
         while self.prefix in self.committed:
@@ -175,56 +176,27 @@ class KeyLedger:
     def preload(self, keys: np.ndarray) -> None:
         self.log.append(np.asarray(keys, dtype=np.uint64))
 
-    def since(self, pos: int) -> tuple[int, int, list[np.ndarray]]:
-        """``(prefix, new position, key arrays committed since pos)``; every shard below ``prefix`` is
-        committed."""
-        return self.prefix, len(self.log), self.log[pos:]
+    def since(self, pos: int) -> tuple[int, list[np.ndarray]]:
+        """``(new position, key arrays committed since pos)``."""
+        return len(self.log), self.log[pos:]
 
-    def commit(self, index: int, keys: np.ndarray, payload: str) -> str | None:
-        """Commit shard ``index`` (the next one in order); returns the committed payload, which is the
-        first one when a retried task commits a shard again (None once the driver has written it)."""
-        if index in self.committed:
-            return self.payloads.get(index)
+    def commit(self, index: int, keys: np.ndarray, pos: int) -> bool:
+        """Commit shard ``index`` (the next one in order), generated against the log up to ``pos``; False
+        (nothing committed) when one of its keys was committed after ``pos``: the shard must be redone."""
         if index != self.prefix:
             raise RuntimeError(f"shard {index} committed before shard {self.prefix}")
+        keys = np.asarray(keys, dtype=np.uint64)
+        if pos < len(self.log) and len(keys) and np.isin(keys, np.concatenate(self.log[pos:])).any():
+            return False
         self.committed.add(index)
         self._advance()
-        self.log.append(np.asarray(keys, dtype=np.uint64))
-        self.payloads[index] = payload
-        return payload
-
-    def committed_payload(self, index: int) -> str | None:
-        return self.payloads.get(index)
-
-    def written(self, index: int) -> None:
-        self.payloads.pop(index, None)
-
-
-class _RemoteLedger:
-    """The worker's synchronous view of the :class:`KeyLedger` actor."""
-
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-    @staticmethod
-    def _get(ref: Any) -> Any:
-        import ray
-
-        return ray.get(ref)
-
-    def since(self, pos: int) -> tuple[int, int, list[np.ndarray]]:
-        return self._get(self.handle.since.remote(pos))
-
-    def commit(self, index: int, keys: np.ndarray, payload: str) -> str | None:
-        return self._get(self.handle.commit.remote(index, keys, payload))
-
-    def committed_payload(self, index: int) -> str | None:
-        return self._get(self.handle.committed_payload.remote(index))
+        self.log.append(keys)
+        return True
 
 
 class _Overlay:
-    """The keys a speculative shard rejects: the synced ledger keys plus the shard's own accepted texts
-    (which must not enter the worker's ledger copy before they are committed)."""
+    """The keys a shard rejects: the worker's copy of the ledger plus the shard's own accepted texts
+    (which must not enter that copy before they are committed)."""
 
     def __init__(self, base: KeySet):
         self.base, self.own = base, set()
@@ -241,18 +213,19 @@ class _Overlay:
 class GenerateWorker:
     """One actor of the generation pool: loads the sampler once and generates shards by index.
 
-    ``ledger`` is None with ``generate.dedup`` off (shards are then independent). ``sampler`` / ``lm``:
-    as for :func:`unigen.synth.generate.generate_into` (tests; shipped to the actor by pickling).
+    ``specs``: the shards it may be given; ``sample``: :func:`unigen.synth.generate.sample_shard` (passed
+    in, not imported: the stage runner imports this module). ``ledger``: the :class:`KeyLedger` handle, None
+    with ``generate.dedup`` off (shards are then independent). ``sampler`` / ``lm``: as for
+    :func:`unigen.synth.generate.generate_into` (tests; shipped to the actor by pickling).
     """
 
-    def __init__(self, cfg: UniGenConfig, ledger: Any = None, sampler: Any = None, lm: Any = None):
-        from unigen.synth.generate import plan_generation, prompt_stems
-
+    def __init__(self, cfg: UniGenConfig, specs: list[Any], stems: list[str], sample: Callable[..., Any],
+                 ledger: Any = None, sampler: Any = None, lm: Any = None):
         self.cfg, self.ledger, self._sampler, self.lm = cfg, ledger, sampler, lm
-        self.specs = {s.index: s for s in plan_generation(cfg)}
-        self.stems = prompt_stems(cfg)
+        self.specs = {s.index: s for s in specs}
+        self.stems, self.sample = stems, sample
         self.seen = KeySet()
-        self.pos = self.prefix = 0
+        self.pos = 0
 
     def sampler(self) -> Any:
         if self._sampler is None:  # first shard, not __init__: a missing model is a task error (one line)
@@ -261,51 +234,31 @@ class GenerateWorker:
             self._sampler = make_sampler(self.cfg, self.lm)
         return self._sampler
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _batch([(int(i), self.shard(int(i))) for i in batch["index"]])
+    def _sync(self) -> None:
+        """Add the keys committed since the last look (all of shards before any uncommitted one)."""
+        import ray
 
-    def _generate(self, index: int, seen: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        from unigen.synth.generate import sample_shard
-
-        return sample_shard(self.sampler(), self.specs[index], self.cfg, seen, self.stems)
-
-    def _sync(self) -> list[np.ndarray]:
-        self.prefix, self.pos, fresh = self.ledger.since(self.pos)
+        self.pos, fresh = ray.get(self.ledger.since.remote(self.pos))
         for keys in fresh:
             for k in keys.tolist():
                 self.seen.add(k)
-        return fresh
 
     def shard(self, index: int) -> str:
-        """The payload (rows, stats, redone) of shard ``index``, identical to the local executor's rows."""
-        if self.ledger is None:
-            return _payload(*self._generate(index, None), redone=False)
-        if (done := self.ledger.committed_payload(index)) is not None:
-            return done  # a retried task of a shard committed before its worker died
-        self._sync()
-        rows, stats = self._generate(index, _Overlay(self.seen))
-        fresh: list[np.ndarray] = []
-        delay = 0.002
-        while True:  # until every earlier shard is committed: then self.seen is theirs, exactly
-            fresh += self._sync()
-            if self.prefix >= index:
-                break
-            time.sleep(delay)
-            delay = min(2 * delay, WAIT_MAX_S)
-        keys = _keys(rows)
-        redone = bool(fresh) and bool(np.isin(keys, np.concatenate(fresh)).any())
-        if redone:
-            rows, stats = self._generate(index, _Overlay(self.seen))
-            keys = _keys(rows)
-        payload = _payload(rows, stats, redone=redone)
-        committed = self.ledger.commit(index, keys, payload)
-        return payload if committed is None else committed
+        """The payload of shard ``index``: rows, stats and the ledger position they were generated against
+        (the driver's commit checks that no key committed after it is among the rows)."""
+        seen = None
+        if self.ledger is not None:
+            self._sync()
+            seen = _Overlay(self.seen)
+        rows, stats = self.sample(self.sampler(), self.specs[index], self.cfg, seen, self.stems)
+        return _payload(rows, stats, pos=self.pos)
 
 
-def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, sampler: Any = None,
-                 lm: Any = None) -> dict[str, Any]:
-    """Generate the shards ``todo`` (ShardSpecs, ascending) on Ray and write them into ``stage`` in index
-    order; returns the manifest's ``executor`` record."""
+def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, stems: list[str],
+                 sample: Callable[..., Any], sampler: Any = None, lm: Any = None) -> dict[str, Any]:
+    """Generate the shards ``todo`` (ShardSpecs, ascending) on a pool of Ray actors with ``sample`` (the
+    stage's shard function), commit them in index order (redoing a shard whose speculation failed) and
+    write them into ``stage``; returns the manifest's ``executor`` record."""
     from unigen.synth.cards import Acceptance
 
     ray = init_ray()
@@ -314,31 +267,63 @@ def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, sa
         handle = ray.remote(num_cpus=0, max_restarts=0)(KeyLedger).remote(stage.shard_indices())
         for i in stage.shard_indices():
             handle.preload.remote(_keys(stage.read_shard(i)))
-    t0 = time.time()
+    n = pool_size(cfg, ray.cluster_resources(), len(todo))
+    remote = ray.remote(num_cpus=cfg.run.cpus_per_actor, num_gpus=cfg.run.gpus_per_actor,
+                        max_restarts=3, max_task_retries=3)(GenerateWorker)
+    actors = [remote.remote(cfg, todo, stems, sample, handle, sampler, lm) for _ in range(n)]
     order = [s.index for s in todo]
-    pending: dict[int, dict[str, Any]] = {}
+    window = 2 * n  # shards dispatched or finished but not yet written: bounds the driver's memory
+    t0 = time.time()
+    fresh, redo, idle = iter(order), [], list(actors)
+    inflight: dict[Any, tuple[Any, int]] = {}
+    results: dict[int, dict[str, Any]] = {}
     written = redone = rows = 0
+    dispatched = 0
     counter = Acceptance(bar)
     try:
-        ds, actors = _map_shards(ray, GenerateWorker, order, cfg, {
-            "cfg": cfg, "ledger": _RemoteLedger(handle) if handle else None, "sampler": sampler, "lm": lm})
-        for index, data in _iter_results(ds):
-            pending[index] = data
-            while written < len(order) and order[written] in pending:  # in index order: a prefix on disk
+        while written < len(order):
+            while idle and (redo or dispatched - written < window and dispatched < len(order)):
+                actor = idle.pop()
+                if redo:
+                    i = redo.pop()
+                else:
+                    i, dispatched = next(fresh), dispatched + 1
+                inflight[actor.shard.remote(i)] = (actor, i)
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            actor, i = inflight.pop(ready[0])
+            idle.append(actor)
+            results[i] = json.loads(_get(ray, ready[0]))
+            while written < len(order) and order[written] in results:  # commit in index order
                 i = order[written]
-                data = pending.pop(i)
+                data = results.pop(i)
+                ok = handle is None or ray.get(handle.commit.remote(i, _keys(data["rows"]), data["pos"]))
+                if not ok:  # an earlier shard took one of its texts meanwhile: generate it again
+                    redo.append(i)
+                    redone += 1
+                    break
                 stage.write_shard(i, data["rows"], data["stats"])
-                if handle is not None:
-                    handle.written.remote(i)
-                written, redone, rows = written + 1, redone + bool(data["redone"]), rows + len(data["rows"])
+                written, rows = written + 1, rows + len(data["rows"])
                 counter(len(data["rows"]), data["stats"]["attempts"])
     finally:
+        for actor in actors:
+            ray.kill(actor)
         if handle is not None:
             ray.kill(handle)
     seconds = time.time() - t0
-    return {"name": "ray", "actors": actors, "cpus_per_actor": cfg.run.cpus_per_actor,
+    return {"name": "ray", "actors": n, "cpus_per_actor": cfg.run.cpus_per_actor,
             "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written, "redone_shards": redone,
             "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 2) if seconds else None}
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    """``ray.get`` with a worker's UniGenError raised as itself (one line in the CLI)."""
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
+        err = _unwrap(exc)
+        if err is exc:
+            raise
+        raise err from None
 
 
 # ---------------------------------------------------------------- relabeling
@@ -351,11 +336,13 @@ class _Captured:
 
 
 class RelabelWorker:
-    """One actor of the relabel pool: loads the scorer once and relabels generation shards by index."""
+    """One actor of the relabel pool: loads the scorer once and relabels generation shards by index with
+    ``relabel`` (:func:`unigen.synth.relabel.relabel_shard`, passed in like the generation worker's)."""
 
-    def __init__(self, cfg: UniGenConfig, gen_path: str, choice: dict[str, Any], scorer: Any = None,
-                 lm: Any = None):
+    def __init__(self, cfg: UniGenConfig, gen_path: str, choice: dict[str, Any], relabel: Callable[..., Any],
+                 scorer: Any = None, lm: Any = None):
         self.cfg, self.gen_path, self.choice, self._scorer, self.lm = cfg, gen_path, choice, scorer, lm
+        self.relabel = relabel
 
     def scorer(self) -> Any:
         if self._scorer is None and self.choice["rule"] != "none":
@@ -369,7 +356,6 @@ class RelabelWorker:
 
     def shard(self, index: int) -> str:
         from unigen.stages import Stage
-        from unigen.synth.relabel import relabel_shard
 
         gen = Stage(self.gen_path)
         if not gen.has_shard(index):
@@ -377,7 +363,7 @@ class RelabelWorker:
                             "read the generation shards, so put the workdir on storage every node mounts "
                             "at the same path")
         out = _Captured()
-        relabel_shard(out, gen, index, self.scorer(), self.choice, self.cfg)  # type: ignore[arg-type]
+        self.relabel(out, gen, index, self.scorer(), self.choice, self.cfg)
         return _payload(out.rows, out.stats)
 
 
@@ -395,13 +381,7 @@ class RemoteScorer:
             host = ray.remote(num_cpus=self.cfg.run.cpus_per_actor, num_gpus=self.cfg.run.gpus_per_actor)(
                 _ScorerHost)
             self.actor = host.remote(self.cfg, self.scorer, self.lm)
-        try:
-            return ray.get(self.actor.scores.remote(list(texts), **kwargs))
-        except Exception as exc:  # noqa: BLE001 - Ray wraps the actor's exception
-            err = _unwrap(exc)
-            if err is exc:
-                raise
-            raise err from None
+        return _get(ray, self.actor.scores.remote(list(texts), **kwargs))
 
     def close(self) -> None:
         if self.actor is not None:
@@ -422,14 +402,15 @@ class _ScorerHost:
 
 
 def ray_relabel(cfg: UniGenConfig, stage: Any, gen: Any, todo: list[int], choice: dict[str, Any], bar: Any,
-                *, scorer: Any = None, lm: Any = None) -> dict[str, Any]:
-    """Relabel the generation shards ``todo`` on Ray and write them into ``stage`` (any order); returns the
-    manifest's ``executor`` record."""
+                *, relabel: Callable[..., Any], scorer: Any = None, lm: Any = None) -> dict[str, Any]:
+    """Relabel the generation shards ``todo`` on Ray with ``relabel`` (the stage's shard function) and write
+    them into ``stage`` (any order); returns the manifest's ``executor`` record."""
     ray = init_ray()
     t0 = time.time()
     written = kept = rows = 0
     ds, actors = _map_shards(ray, RelabelWorker, todo, cfg, {
-        "cfg": cfg, "gen_path": str(Path(gen.path).resolve()), "choice": choice, "scorer": scorer, "lm": lm})
+        "cfg": cfg, "gen_path": str(Path(gen.path).resolve()), "choice": choice, "relabel": relabel,
+        "scorer": scorer, "lm": lm})
     for index, data in _iter_results(ds):
         stage.write_shard(index, data["rows"], data["stats"])
         written, rows, kept = written + 1, rows + len(data["rows"]), kept + data["stats"]["kept"]

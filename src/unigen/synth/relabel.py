@@ -130,7 +130,8 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
     with progress_bar(total or 0, f"relabel ({choice['rule']})", progress, initial=done_rows) as bar:
         if on_ray:
-            executor = {"executor": ray_relabel(cfg, stage, gen, todo, choice, bar, scorer=scorer, lm=lm)}
+            executor = {"executor": ray_relabel(cfg, stage, gen, todo, choice, bar, relabel=relabel_shard,
+                                                scorer=scorer, lm=lm)}
         kept = seen = 0
         for i in [] if on_ray else todo:
             rows = relabel_shard(stage, gen, i, scorer, choice, cfg, progress)
