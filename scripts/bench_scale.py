@@ -81,11 +81,13 @@ def point(args: argparse.Namespace) -> dict:
     if args.smollm2:
         overrides += ["generate.max_new_tokens=31", "generate.batch_size=64"]
     cfg = load_config(None, overrides)
-    peak, stop = [_rss_mb()], threading.Event()
+    peak, stop = [_rss_mb()], threading.Event()  # RSS before the stage
+
+    samples: list[tuple[float, float]] = []
 
     def watch() -> None:
         while not stop.wait(0.05):
-            peak.append(_rss_mb())
+            samples.append((time.perf_counter(), _rss_mb()))
 
     threading.Thread(target=watch, daemon=True).start()
     sampler = None if args.smollm2 else FixedCostLM(args.cost_ms / 1000)
@@ -95,11 +97,19 @@ def point(args: argparse.Namespace) -> dict:
     stop.set()
     m = Stage.load(out).manifest
     rows = m["counts"]["rows"]
+    executor = m.get("executor", {})
+    if args.executor == "local":  # no pool to start: steady = the shard loop's own rate
+        steady, startup = rows / m["counts"]["shard_seconds"], 0.0
+    else:
+        steady, startup = executor["steady_rows_per_s"], executor["startup_s"]
+    loop_end = t0 + executor.get("seconds", m["counts"]["shard_seconds"]) + 0.5  # the shard loop's end
+    peak_loop = max([peak[0], *[rss for t, rss in samples if t <= loop_end]])
     return {"executor": args.executor, "actors": args.actors if args.executor == "ray" else 0,
             "rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1),
+            "steady_rows_per_s": round(steady, 1), "startup_s": startup,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_rss_sampled_mb": round(max(peak), 1), "redone_shards": m.get("executor", {}).get(
-                "redone_shards"), "attempts": m["counts"]["attempts"], "path": str(out)}
+            "peak_rss_shard_loop_mb": round(peak_loop, 1), "redone_shards": executor.get("redone_shards"),
+            "attempts": m["counts"]["attempts"], "path": str(out)}
 
 
 def run_point(ray_address: str, workdir: Path, *, executor: str, actors: int, rows: int, cost_ms: float,
@@ -125,7 +135,7 @@ def same_rows(a: str, b: str) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=4096, help="rows of the throughput points")
+    p.add_argument("--rows", type=int, default=8192, help="rows of the throughput points")
     p.add_argument("--cost-ms", type=float, default=0.25, help="fake LM: milliseconds per token (throughput)")
     p.add_argument("--memory-rows", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--memory-cost-ms", type=float, default=0.01, help="fake LM: ms per token (memory points)")
@@ -160,11 +170,13 @@ def main() -> None:
                           cost_ms=args.cost_ms)
             r["same_rows_as_local"] = same_rows(base["path"], r["path"])
             r["speedup_vs_local"] = round(r["rows_per_s"] / base["rows_per_s"], 2)
+            r["steady_speedup_vs_local"] = round(r["steady_rows_per_s"] / base["steady_rows_per_s"], 2)
             report["throughput"].append(r)
         for rows in args.memory_rows:
             r = run_point(address, tmp / f"m-{rows}", executor="ray", actors=2, rows=rows,
                           cost_ms=args.memory_cost_ms)
             report["memory"].append(r)
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")  # before the long one
         if args.smollm2_rows:
             loc = run_point(address, tmp / "s-local", executor="local", actors=0, rows=args.smollm2_rows,
                             cost_ms=0, smollm2=True)
@@ -172,6 +184,7 @@ def main() -> None:
                           cost_ms=0, smollm2=True)
             r["same_rows_as_local"] = same_rows(loc["path"], r["path"])
             r["speedup_vs_local"] = round(r["rows_per_s"] / loc["rows_per_s"], 2)
+            r["steady_speedup_vs_local"] = round(r["steady_rows_per_s"] / loc["steady_rows_per_s"], 2)
             report["smollm2"] += [loc, r]
         for section in ("throughput", "memory", "smollm2"):
             for r in report[section]:

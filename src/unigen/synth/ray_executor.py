@@ -277,8 +277,8 @@ def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, st
     fresh, redo, idle = iter(order), [], list(actors)
     inflight: dict[Any, tuple[Any, int]] = {}
     results: dict[int, dict[str, Any]] = {}
-    written = redone = rows = 0
-    dispatched = 0
+    written = redone = rows = dispatched = 0
+    first: tuple[float, int] | None = None  # (seconds, rows) when the first shard came back
     counter = Acceptance(bar)
     try:
         while written < len(order):
@@ -293,6 +293,7 @@ def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, st
             actor, i = inflight.pop(ready[0])
             idle.append(actor)
             results[i] = json.loads(_get(ray, ready[0]))
+            first = first or (time.time() - t0, len(results[i]["rows"]))
             while written < len(order) and order[written] in results:  # commit in index order
                 i = order[written]
                 data = results.pop(i)
@@ -312,7 +313,19 @@ def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, st
     seconds = time.time() - t0
     return {"name": "ray", "actors": n, "cpus_per_actor": cfg.run.cpus_per_actor,
             "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written, "redone_shards": redone,
-            "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 2) if seconds else None}
+            **_rates(rows, seconds, first)}
+
+
+def _rates(rows: int, seconds: float, first: tuple[float, int] | None) -> dict[str, Any]:
+    """Throughput over the whole call and after the first shard came back (the pool's start-up, model
+    loads included, is ``startup_s``)."""
+    out: dict[str, Any] = {"seconds": round(seconds, 2),
+                           "rows_per_s": round(rows / seconds, 2) if seconds else None}
+    if first is not None:
+        out["startup_s"] = round(first[0], 2)
+        steady = seconds - first[0]
+        out["steady_rows_per_s"] = round((rows - first[1]) / steady, 2) if steady > 0 else None
+    return out
 
 
 def _get(ray: Any, ref: Any) -> Any:
@@ -408,15 +421,16 @@ def ray_relabel(cfg: UniGenConfig, stage: Any, gen: Any, todo: list[int], choice
     ray = init_ray()
     t0 = time.time()
     written = kept = rows = 0
+    first: tuple[float, int] | None = None
     ds, actors = _map_shards(ray, RelabelWorker, todo, cfg, {
         "cfg": cfg, "gen_path": str(Path(gen.path).resolve()), "choice": choice, "relabel": relabel,
         "scorer": scorer, "lm": lm})
     for index, data in _iter_results(ds):
         stage.write_shard(index, data["rows"], data["stats"])
+        first = first or (time.time() - t0, len(data["rows"]))
         written, rows, kept = written + 1, rows + len(data["rows"]), kept + data["stats"]["kept"]
         bar.update(len(data["rows"]))
         bar.set_postfix(kept=f"{100 * kept / max(rows, 1):.1f}%", refresh=False)
-    seconds = time.time() - t0
     return {"name": "ray", "actors": actors, "cpus_per_actor": cfg.run.cpus_per_actor,
-            "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written, "seconds": round(seconds, 2),
-            "rows_per_s": round(rows / seconds, 2) if seconds else None}
+            "gpus_per_actor": cfg.run.gpus_per_actor, "shards": written,
+            **_rates(rows, time.time() - t0, first)}
