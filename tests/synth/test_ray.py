@@ -215,7 +215,8 @@ def test_killed_driver_resumes_to_the_same_rows(tmp_path, ray_cluster):
     finishes with exactly the rows of an uninterrupted local run."""
     overrides = [*BASE, "generate.samples_per_label=32", "run.executor=ray"]
     cfg = load_config(None, overrides)
-    reference = rows_and_stats(generate_into(cfg, tmp_path / "a", progress=False, sampler=PoolSampler()))
+    local = load_config(None, [*overrides, "run.executor=local"])
+    reference = rows_and_stats(generate_into(local, tmp_path / "a", progress=False, sampler=PoolSampler()))
     out = tmp_path / "b"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(out), *overrides], env=env,
