@@ -74,7 +74,7 @@ def train(args: argparse.Namespace) -> None:
     from unigen.tam.train import train_task_model
 
     d = dict(np.load(args.scores, allow_pickle=True))
-    texts, probs, keep, y = labelling(d, args.variant, args.n, 0.1, 0.2)
+    texts, probs, keep, y = labelling(d, args.variant, args.n, args.tau, 0.2)
     rows = [{"text": t, "probs": p.tolist()} for t, p, k in zip(texts, probs, keep) if k]
     hard = probs[keep].argmax(1)
     print(f"{args.variant}: {keep.sum()} of {len(y)} rows kept (negative {int((hard == 0).sum())}, positive "
@@ -83,7 +83,7 @@ def train(args: argparse.Namespace) -> None:
     cfg = load_config(None, [*overrides, f"seed={args.seed}", "evaluate.sample_seed=0"])
     tic = time.time()
     result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False)
-    record = {"variant": args.variant, "set": args.set, "seed": args.seed, "rows": int(keep.sum()),
+    record = {"variant": args.variant, "set": args.set, "seed": args.seed, "tau": args.tau, "rows": int(keep.sum()),
               "train_s": round(time.time() - tic, 1), "best_epoch": result.best_epoch}
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
     for length in (int(x) for x in args.eval_len.split(",")):
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=500)
     p.add_argument("--n", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--tau", type=float, default=0.1, help="tau_RE of the soft labels")
     p.add_argument("--log", default="relabel_rules.jsonl")
     p.set_defaults(run=train)
     args = parser.parse_args(argv)
