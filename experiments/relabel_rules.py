@@ -84,7 +84,8 @@ def train(args: argparse.Namespace) -> None:
     tic = time.time()
     result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False)
     record = {"variant": args.variant, "set": args.set, "seed": args.seed, "tau": args.tau,
-              "rows": int(keep.sum()), "train_s": round(time.time() - tic, 1), "best_epoch": result.best_epoch}
+              "rows": int(keep.sum()), "train_s": round(time.time() - tic, 1),
+              "best_epoch": result.best_epoch}
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
     for length in (int(x) for x in args.eval_len.split(",")):
         model.spec = dataclasses.replace(model.spec, max_length=length)
