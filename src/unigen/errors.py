@@ -30,6 +30,14 @@ class StageError(UniGenError, RuntimeError):
     """A stage folder is missing, unfinished, or belongs to another stage or configuration."""
 
 
+class WorkdirBusy(StageError):
+    """Another live process holds the work folder's lock (``<workdir>/.unigen.lock``)."""
+
+
+class WriteError(UniGenError, OSError):
+    """A file could not be written (disk full, read-only folder, no permission); nothing was half-written."""
+
+
 class GenerationError(UniGenError, RuntimeError):
     """Generation cannot reach its target (e.g. almost every sample is rejected)."""
 

@@ -64,11 +64,14 @@ class _SubwordEncoder:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(path))
+        self.max_length = max_length
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(list(texts))
+        from unigen.tam.words import max_chars  # as TaskModel.encode: long texts are cut first
+
+        encodings = self.tokenizer.encode_batch([t[: max_chars(self.max_length)] for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

@@ -25,14 +25,29 @@ output-affecting settings and the upstream stages' fingerprints, so a changed se
 folder and a finished folder is reused as is. Every file is written to a temporary name in the same
 folder and moved into place with :func:`os.replace`, so a run killed at any moment leaves only whole
 shards (plus stray ``.tmp-*`` files, removed when the stage is opened again).
+
+Reliability (README, "Reliability guarantees"):
+
+* :func:`atomic_write` and :func:`atomic_folder` are the only ways files are written; a write that fails
+  (disk full, read-only folder) removes its temporary and raises :class:`~unigen.errors.WriteError`.
+* :meth:`Stage.finish` records the sha256 of every output file (``manifest["sha256"]``; cards, which are
+  re-rendered later, excepted). Reopening a finished folder verifies them: a missing, truncated or edited
+  file, or a shard the manifest does not list, is reported in one ``unigen: warning:`` line and the stage is
+  recomputed (:meth:`Stage.open`); a downstream reader (:meth:`Stage.load`) refuses such a folder.
+* :func:`workdir_lock` keeps a second process out of a work folder (``<workdir>/.unigen.lock``, an
+  ``flock`` that dies with its holder, holding the owner's pid for the message).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import shutil
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,10 +57,17 @@ from typing import Any, BinaryIO
 
 from unigen import __version__
 from unigen.config import fingerprint
-from unigen.errors import DataError, StageError
+from unigen.errors import DataError, StageError, WorkdirBusy, WriteError
 
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
+LOCK_NAME = ".unigen.lock"
+TMP_PREFIX = ".tmp-"
+#: files a stage re-renders after it is finished (cards, the evaluation beside a model): not hashed
+UNHASHED_NAMES = frozenset({MANIFEST, "evaluation.json"})
+UNHASHED_SUFFIXES = (".md",)
+#: the longest JSONL line read (bounded memory on hostile files); longer lines are a DataError
+MAX_LINE_BYTES = 64 << 20
 
 
 # ---------------------------------------------------------------- the stage table
@@ -119,24 +141,80 @@ def software_versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------- atomic files
 
+def warn(message: str) -> None:
+    """One ``unigen: warning: ...`` line on stderr (a problem the run recovers from by itself)."""
+    print(f"unigen: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _write_failed(path: Path, exc: OSError) -> WriteError:
+    reason = exc.strerror or str(exc)
+    return WriteError(f"{path}: cannot be written ({reason}); nothing was half-written: free space or make "
+                      "the folder writable, then run again")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (best effort: not every file system lets a folder be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """The one atomic writer: ``write(f)`` fills a temporary file in the same folder, which is flushed,
     fsynced and moved onto ``path`` with :func:`os.replace`; on any error the temporary file is removed.
 
-    A reader therefore sees the old file or the new one, never a half-written one.
+    A reader therefore sees the old file or the new one, never a half-written one. A failing write (disk
+    full, read-only folder, no permission) raises :class:`~unigen.errors.WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, last: str | None = None) -> Iterator[Path]:
+    """Fill a folder atomically file by file: the block writes into a fresh temporary folder beside
+    ``path``, whose files are then fsynced and moved into ``path`` with :func:`os.replace` (``last``, a
+    file name, moves last: the record that vouches for the others). On any error the temporary folder is
+    removed and ``path`` keeps only whole files; an :class:`OSError` becomes
+    :class:`~unigen.errors.WriteError`."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}."))
+        yield tmp
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
+        for p in files:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        for p in files:
+            target = path / p.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, target)
+        _fsync_dir(path)
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -162,16 +240,64 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 (12 hex digits) of a file's bytes: the upstream identity of a data file given by hand."""
-    h = hashlib.sha256()
-    try:
+_SHA256_MEMO: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 (64 hex digits) of a file's bytes; remembered per (path, inode, size, mtime) in this process,
+    so verifying the same unchanged file twice reads it once."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_MEMO:
+        h = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
+        _SHA256_MEMO[key] = h.hexdigest()
+    return _SHA256_MEMO[key]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (12 hex digits) of a file's bytes: the upstream identity of a data file given by hand."""
+    try:
+        return sha256_file(path)[:12]
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
-    return h.hexdigest()[:12]
+
+
+def hashed_files(folder: str | Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of the files under ``folder`` a manifest vouches for: every file but the
+    manifest, cards (``*.md``), ``evaluation.json`` and leftovers of interrupted writes (``.tmp-*``)."""
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if (not p.is_file() or p.name in UNHASHED_NAMES or p.name.endswith(UNHASHED_SUFFIXES)
+                or any(part.startswith(TMP_PREFIX) for part in rel.parts)):
+            continue
+        out[rel.as_posix()] = sha256_file(p)
+    return out
+
+
+def verify_files(folder: str | Path, recorded: Mapping[str, str], *,
+                 extra_in: Iterable[str] = ()) -> list[str]:
+    """Problems of ``folder`` against ``recorded`` sha256s: missing or changed files, and files under the
+    subfolders ``extra_in`` that are not recorded; empty when everything matches."""
+    folder = Path(folder)
+    problems = []
+    for rel, digest in recorded.items():
+        p = folder / rel
+        if not p.is_file():
+            problems.append(f"{rel} is missing")
+        elif sha256_file(p) != digest:
+            problems.append(f"{rel} does not match its sha256 (truncated or edited)")
+    for sub in extra_in:
+        for p in sorted((folder / sub).glob("*")):
+            rel = p.relative_to(folder).as_posix()
+            if p.is_file() and not p.name.startswith(TMP_PREFIX) and rel not in recorded:
+                problems.append(f"{rel} is not in the manifest")
+    return problems
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -183,8 +309,9 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
     """``("path:line", value)`` for every non-empty line of a JSONL file.
 
-    A missing or unreadable file, invalid UTF-8 and invalid JSON raise :class:`DataError` naming the
-    file and line.
+    A UTF-8 byte-order mark and CRLF line ends are accepted. A missing or unreadable file, invalid UTF-8,
+    invalid JSON, JSON nested too deeply and a line over :data:`MAX_LINE_BYTES` raise :class:`DataError`
+    naming the file and line.
     """
     try:
         f = open(path, "rb")  # decoded line by line, so an encoding error names its line
@@ -195,8 +322,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
     with f:
-        for lineno, raw in enumerate(f, 1):
+        lineno = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
             where = f"{path}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{where}: line longer than {MAX_LINE_BYTES >> 20} MiB")
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -207,6 +340,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise DataError(f"{where}: JSON nested too deeply") from None
             yield where, value
 
 
@@ -224,7 +359,11 @@ class Stage:
     @classmethod
     def open(cls, path: str | Path, *, stage: str, fingerprint: str, config: Mapping[str, Any],
              upstream: Mapping[str, str] | None = None, seed: int | None = None) -> Stage:
-        """Create the folder, or reopen it to resume; refuses a folder of another stage/fingerprint."""
+        """Create the folder, or reopen it to resume; refuses a folder of another stage/fingerprint.
+
+        A finished folder whose files do not match the sha256s of its manifest is reported in one warning
+        line and emptied, so the caller recomputes the stage.
+        """
         self = cls(path)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         if (self.path / MANIFEST).is_file():
@@ -233,6 +372,12 @@ class Stage:
                 raise StageError(f"{self.path} holds stage {old.get('stage')!r} with fingerprint "
                                  f"{old.get('fingerprint')!r}, not {stage!r} {fingerprint!r}: settings "
                                  "changed; use another output folder")
+            problems = self.problems() if old.get("status") == "complete" else []
+            if problems:
+                warn(f"{self.path}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                                      else "") + f"; recomputing the {stage} stage")
+                self.reset(problems[0])
+                return self
             self.remove_temporary()
             if old.get("status") != "complete":
                 self.update(status="running", resumes=int(old.get("resumes", 0)) + 1)
@@ -245,7 +390,8 @@ class Stage:
 
     @classmethod
     def load(cls, path: str | Path, stage: str | None = None, require_complete: bool = True) -> Stage:
-        """An existing stage folder (for reading), checked for stage name and completeness."""
+        """An existing stage folder (for reading), checked for stage name, completeness and (when complete)
+        the sha256s of its files."""
         self = cls(path)
         if not (self.path / MANIFEST).is_file():
             raise StageError(f"{self.path} is not a stage folder (no {MANIFEST})")
@@ -255,7 +401,36 @@ class Stage:
         if require_complete and m.get("status") != "complete":
             raise StageError(f"{self.path} is not complete (status {m.get('status')!r}): run its stage again "
                              "to finish it")
+        if m.get("status") == "complete":
+            problems = self.problems()
+            if problems:
+                raise StageError(f"{self.path}: {problems[0]}; run its {m.get('stage')} stage again to "
+                                 "recompute it")
         return self
+
+    def problems(self) -> list[str]:
+        """Files of this finished folder that do not match its manifest (empty for folders finished before
+        manifests recorded sha256s)."""
+        recorded = self.manifest.get("sha256")
+        if recorded is None:
+            return []
+        return verify_files(self.path, recorded, extra_in=[SHARD_DIR])
+
+    def reset(self, reason: str) -> None:
+        """Remove every output of this folder and mark it running again (the stage starts over)."""
+        old = self.manifest
+        for p in self.path.iterdir():
+            if p.name == MANIFEST:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        keep = ("stage", "fingerprint", "config", "upstream", "seed", "versions", "created")
+        self._write({**{k: old[k] for k in keep if k in old}, "status": "running", "counts": {},
+                     "timings": {"seconds": 0.0}, "resumes": int(old.get("resumes", 0)) + 1,
+                     "recomputed": {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
 
     # ------------------------------------------------------------ manifest
     @property
@@ -287,12 +462,15 @@ class Stage:
         return m
 
     def finish(self, counts: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-        """Mark the stage complete with its counts; the wall time of this session is added up."""
+        """Mark the stage complete with its counts and the sha256 of every output file (:func:`hashed_files`);
+        the wall time of this session is added up."""
         m = self.manifest
         seconds = float(m.get("timings", {}).get("seconds", 0.0)) + time.time() - self._started
         timings = {**m.get("timings", {}), "seconds": round(seconds, 3)}
+        self.remove_temporary()
         return self.update(status="complete", counts=dict(counts), timings=timings,
-                           finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
+                           finished=time.strftime("%Y-%m-%dT%H:%M:%S"), sha256=hashed_files(self.path),
+                           **extra)
 
     # ------------------------------------------------------------ shards
     def shard_path(self, index: int) -> Path:
@@ -333,10 +511,15 @@ class Stage:
             yield from read_jsonl(self.shard_path(i))
 
     def remove_temporary(self) -> int:
-        """Delete leftovers of interrupted atomic writes; returns how many were removed."""
-        stale = list(self.path.glob(".tmp-*")) + list(self.shard_dir.glob(".tmp-*"))
+        """Delete leftovers of interrupted atomic writes (files and folders); returns how many."""
+        stale = [p for p in self.path.rglob(f"{TMP_PREFIX}*")
+                 if not any(q.name.startswith(TMP_PREFIX) for q in p.relative_to(self.path).parents
+                            if q.name)]
         for p in stale:
-            p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return len(stale)
 
 
@@ -357,3 +540,92 @@ def stage_status(workdir: str | Path) -> list[dict[str, Any]]:
                     "status": m.get("status"), "counts": m.get("counts", {}),
                     "seconds": m.get("timings", {}).get("seconds"), "path": str(manifest.parent)})
     return out
+
+
+# ---------------------------------------------------------------- the work-folder lock
+
+_HELD_LOCKS: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, depth): re-entrant in one process
+
+
+def _lock_owner(fd: int) -> dict[str, Any]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = json.loads(os.read(fd, 65536).decode("utf-8") or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | Path, *, wait: bool = False,
+                 log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``<workdir>/.unigen.lock`` for the block: one process per work folder.
+
+    The lock is an ``flock`` on the file, which the kernel releases when its holder dies (SIGKILL, out of
+    memory), so the lock of a dead process is taken over at once; the file holds the owner's pid, host and
+    command for the message. A second process raises :class:`~unigen.errors.WorkdirBusy` (one line, naming
+    the pid), or with ``wait`` blocks until the folder is free. The same process may nest the lock (``unigen
+    experiment`` runs pipelines in its folder).
+    """
+    import fcntl
+
+    workdir = Path(workdir)
+    key = str(workdir.resolve())
+    if key in _HELD_LOCKS:
+        fd, depth = _HELD_LOCKS[key]
+        _HELD_LOCKS[key] = (fd, depth + 1)
+        try:
+            yield workdir / LOCK_NAME
+        finally:
+            fd, depth = _HELD_LOCKS[key]
+            _HELD_LOCKS[key] = (fd, depth - 1)
+        return
+    path = workdir / LOCK_NAME
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _write_failed(path, exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _lock_owner(fd)
+            who = (f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}, "
+                   f"since {owner.get('started', '?')}")
+            if not wait:
+                raise WorkdirBusy(
+                    f"{workdir} is in use by another unigen process ({who}): wait for it to finish, pass "
+                    "--wait to queue behind it, or use another --workdir") from None
+            (log or warn)(f"{workdir} is in use by another unigen process ({who}); waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        previous = _lock_owner(fd)
+        if previous.get("pid") and previous.get("host") == socket.gethostname() \
+                and not _pid_alive(previous["pid"]):
+            (log or warn)(f"{path}: took over the lock of pid {previous['pid']}, which is no longer running")
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 "command": " ".join(sys.argv)[:500]}).encode("utf-8"))
+        _HELD_LOCKS[key] = (fd, 1)
+        try:
+            yield path
+        finally:
+            del _HELD_LOCKS[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # the file stays (deleting a lock file races with its next taker)
+    finally:
+        os.close(fd)

@@ -251,7 +251,7 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
         f"{record.get('projection_dim')} features) and a linear classifier.\n\n"
         + _table(["property", "value"], [["architecture", f"`{arch}`"], ["base encoder", f"`{encoder}`"],
                             ["parameters", params], ["token limit", record.get("max_length")],
-                            ["weights", "`model.safetensors` (no pickle)"],
+                            ["weights", "`model.safetensors` (no pickle; sha256 in `unigen_tam.json`)"],
                             ["unigen version", record.get("unigen_version", "–")]]),
         "## Training data\n\n" + _data_section(training),
         "## Training\n\n" + _training_section(training),
@@ -261,6 +261,9 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
         "opinions in short posts. A baseline to compare with, or to bootstrap labelling, before real data "
         "is collected.",
         "## Limitations\n\n" + LIMITS + _weakest(evaluation),
+        "## Input length\n\n" + f"Texts longer than the token limit ({record.get('max_length')} tokens) are "
+        "**truncated, not rejected**: only their first tokens are read and the rest is ignored, so the label "
+        "of a long text reflects its beginning.",
         "## How to use\n\n```python\nfrom unigen import TaskModel\n\nmodel = TaskModel.from_pretrained("
         "\"THIS_FOLDER\")\nmodel.predict([\"What a lovely film.\", \"Never again.\"])\n"
         "model.predict_proba(\"What a lovely film.\")\n```\n\n"

@@ -85,6 +85,8 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
     rel = open_relabel_stage(cfg, gen, workdir=workdir)
     if gen.complete and rel.complete:
         return gen.path, rel.path
+    if rel.complete and not gen.complete:  # generation recomputed (a corrupt file): relabel anew too
+        rel.reset(f"its generation folder {gen.path} is recomputed")
     streams = plan_streams(
         len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
     )

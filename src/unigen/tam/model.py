@@ -45,8 +45,9 @@ from torch import nn
 from unigen import __version__
 from unigen.errors import ModelNotAvailable
 from unigen.registry import from_pretrained, resolve
-from unigen.stages import atomic_write_text
+from unigen.stages import atomic_folder, hashed_files, verify_files
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
+from unigen.tam.words import max_chars
 
 __all__ = ["TAMOutput", "TAMSpec", "TaskModel", "TransformerEncoder"]
 
@@ -217,11 +218,15 @@ class TaskModel(nn.Module):
 
     def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise: ``{"input_ids", "attention_mask"}`` ``(N, L)`` CPU tensors, right-padded to the
-        longest, cut to ``max_length`` tokens (default: the model's prediction limit ``spec.max_length``)."""
-        texts = list(texts)
+        longest, cut to ``max_length`` tokens (default: the model's prediction limit ``spec.max_length``).
+
+        Longer texts are truncated, never rejected (the model card says so); only their first
+        :func:`~unigen.tam.words.max_chars` characters are tokenised, so memory stays bounded."""
         limit = max_length or self.spec.max_length
+        texts = list(texts)
         if self.spec.architecture == "lstm":
             return self.tokenizer.batch(texts, limit)
+        texts = [t[: max_chars(limit)] for t in texts]  # longer texts are truncated, never rejected
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=limit,
                              return_tensors="pt", return_token_type_ids=False)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
@@ -276,6 +281,10 @@ class TaskModel(nn.Module):
         """Write the model folder (safetensors weights, JSON config, tokenizer, ``README.md`` model card);
         returns its path.
 
+        Every file is written atomically (:func:`unigen.stages.atomic_folder`): a killed or failed save
+        leaves whole files only, and ``unigen_tam.json``, written last, records the sha256 of the others,
+        which :meth:`from_pretrained` checks.
+
         Args:
             path: the folder (created if needed; existing files of the same names are replaced).
             training: optional JSON-able record stored in the config and shown in the model card: e.g.
@@ -288,19 +297,19 @@ class TaskModel(nn.Module):
         from unigen.export.cards import write_model_card
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if self.spec.architecture == "lstm":
-            self.tokenizer.save(path / VOCAB_NAME)
-        else:
-            self.tokenizer.save_pretrained(str(path))
-            self.encoder.model.config.save_pretrained(str(path / ENCODER_SUBDIR))
-        save_model(self, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-        record = {"format": FORMAT, "format_version": FORMAT_VERSION, "unigen_version": __version__,
-                  **asdict(self.spec), "num_labels": len(self.labels),
-                  "parameters": sum(p.numel() for p in self.parameters())}
-        if training is not None:
-            record["training"] = training
-        atomic_write_text(path / CONFIG_NAME, json.dumps(record, indent=2))
+        with atomic_folder(path, last=CONFIG_NAME) as tmp:
+            if self.spec.architecture == "lstm":
+                self.tokenizer.save(tmp / VOCAB_NAME)
+            else:
+                self.tokenizer.save_pretrained(str(tmp))
+                self.encoder.model.config.save_pretrained(str(tmp / ENCODER_SUBDIR))
+            save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            record = {"format": FORMAT, "format_version": FORMAT_VERSION, "unigen_version": __version__,
+                      **asdict(self.spec), "num_labels": len(self.labels),
+                      "parameters": sum(p.numel() for p in self.parameters()), "sha256": hashed_files(tmp)}
+            if training is not None:
+                record["training"] = training
+            (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
         write_model_card(path)
         return path
 
@@ -309,10 +318,11 @@ class TaskModel(nn.Module):
         """Load a folder written by :meth:`save_pretrained` (eval mode, on ``device``).
 
         ``path`` may also be a train stage folder (``04_train/<fingerprint>``), whose ``model/`` is loaded.
-        A missing folder or one that holds no task model raises :class:`ModelNotAvailable`.
+        Nothing is ever unpickled: the weights are safetensors, everything else JSON or tokenizer files. A
+        missing folder, one that holds no task model, one with pickle files, files that do not match the
+        sha256s in ``unigen_tam.json``, or weights that do not fit its config raise
+        :class:`ModelNotAvailable`.
         """
-        from safetensors.torch import load_model
-
         path = Path(path)
         if not path.is_dir():
             raise ModelNotAvailable(
@@ -320,16 +330,18 @@ class TaskModel(nn.Module):
             )
         if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
             path = path / "model"  # a train stage folder
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise ModelNotAvailable(f"{path} is not a UniGen task-model folder (no {CONFIG_NAME})")
+        record = _read_record(path)
         try:
-            record = json.loads(config_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelNotAvailable(f"{config_file}: not a valid task-model record ({exc})") from None
-        if record.get("format") != FORMAT or record.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelNotAvailable(f"{config_file}: unsupported format {record.get('format')!r} "
-                                    f"version {record.get('format_version')!r}")
+            return cls._from_record(path, record).to(device).eval()
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotAvailable(f"{path}: the files do not make the model {CONFIG_NAME} describes "
+                                    f"({type(exc).__name__}: {first[:300]})") from None
+
+    @classmethod
+    def _from_record(cls, path: Path, record: dict[str, Any]) -> TaskModel:
+        from safetensors.torch import load_model
+
         fields = {k: record[k] for k in TAMSpec.__dataclass_fields__ if k in record}
         spec = TAMSpec(**{**fields, "labels": tuple(record["labels"])})
         if spec.architecture == "lstm":
@@ -338,9 +350,46 @@ class TaskModel(nn.Module):
         else:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            hf_config = AutoConfig.from_pretrained(str(path / ENCODER_SUBDIR))
+            tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
+            hf_config = AutoConfig.from_pretrained(str(path / ENCODER_SUBDIR), trust_remote_code=False)
             encoder = TransformerEncoder(AutoModel.from_config(hf_config, dtype=torch.float32), spec.pooling)
         model = cls(spec, encoder, tokenizer)
         load_model(model, str(path / WEIGHTS_NAME), strict=True)
-        return model.to(device).eval()
+        return model
+
+
+#: file endings of pickles (and formats that wrap them); a task-model folder holding one is refused
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The checked ``unigen_tam.json`` of a model folder: format, no pickles, the files' sha256s."""
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise ModelNotAvailable(f"{path} is not a UniGen task-model folder (no {CONFIG_NAME})")
+    try:
+        record = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelNotAvailable(f"{config_file}: not a valid task-model record ({exc})") from None
+    if not isinstance(record, dict):
+        raise ModelNotAvailable(f"{config_file}: not a valid task-model record (not a JSON object)")
+    if record.get("format") != FORMAT or not isinstance(record.get("format_version", 0), int) \
+            or record.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelNotAvailable(f"{config_file}: unsupported format {record.get('format')!r} "
+                                f"version {record.get('format_version')!r}")
+    pickles = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                     if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelNotAvailable(f"{path} holds pickle file(s) {', '.join(pickles[:3])}: a task model is "
+                                f"safetensors and JSON only, and pickles are never loaded; remove them")
+    if not (path / WEIGHTS_NAME).is_file():
+        raise ModelNotAvailable(f"{path}: {WEIGHTS_NAME} is missing")
+    recorded = record.get("sha256")
+    if recorded is not None:  # folders saved before the record carried sha256s are loaded unchecked
+        if not isinstance(recorded, dict):
+            raise ModelNotAvailable(f"{config_file}: 'sha256' must map file names to digests")
+        problems = verify_files(path, recorded)
+        if problems:
+            raise ModelNotAvailable(f"{path}: {problems[0]} against {CONFIG_NAME}; the folder is damaged: "
+                                    "train again or copy it again")
+    return record

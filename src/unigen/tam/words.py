@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_MAX_VOCAB", "PAD", "UNK", "WORD_PATTERN", "WordTokenizer"]
+__all__ = ["DEFAULT_MAX_VOCAB", "PAD", "UNK", "WORD_PATTERN", "WordTokenizer", "max_chars"]
 
 PAD, UNK = "<pad>", "<unk>"
 #: GloVe-friendly word pattern: ``don't`` -> ``do n't``, ``it's`` -> ``it 's``, punctuation one char each.
 WORD_PATTERN = r"[^\W_]+(?=n't)|n't|'[^\W_]+|[^\W_]+|[^\w\s]|_"
 DEFAULT_MAX_VOCAB = 50_000
+
+
+def max_chars(max_length: int) -> int:
+    """Characters of a text read for a ``max_length``-token limit: texts are cut to this before tokenising,
+    so a 10 MB input costs no more than a long review. Far beyond ``max_length`` tokens of any real text
+    (64 characters a token), so it never changes the tokens that are kept."""
+    return 64 * max_length + 1024
 
 
 class WordTokenizer:
@@ -67,7 +74,7 @@ class WordTokenizer:
 
     def encode(self, text: str, max_length: int) -> list[int]:
         """Token ids, cut to ``max_length``; an empty text becomes ``[<unk>]`` (length >= 1 for packing)."""
-        ids = [self._ids.get(w, 1) for w in self.split(text)[:max_length]]
+        ids = [self._ids.get(w, 1) for w in self.split(text[: max_chars(max_length)])[:max_length]]
         return ids or [1]
 
     def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
