@@ -14,6 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about values from hostile files."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class UniGenError(Exception):
     """Base class of the errors a user can cause (bad settings, data, folders or models)."""
 

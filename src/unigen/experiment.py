@@ -29,7 +29,7 @@ from unigen.config import load_config
 from unigen.config.loading import read_yaml
 from unigen.config.presets import GENERATION_DOMAINS
 from unigen.errors import CellsFailed, ConfigError
-from unigen.stages import atomic_write_json
+from unigen.stages import atomic_write_json, workdir_lock
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,19 @@ def record_key(rec: dict[str, Any]) -> str:
 
 
 def run_experiment(exp: Experiment, *, progress: bool = True, log: Callable[[str], None] = print,
-                   max_cells: int | None = None) -> list[dict[str, Any]]:
+                   max_cells: int | None = None, wait: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished cell in order; returns all records (also written to ``exp.output``).
 
     A cell that raises is logged and skipped so the rest of a long matrix still runs; the failures are
-    raised together at the end as :class:`CellsFailed` (a rerun retries them: their stages resume).
+    raised together at the end as :class:`CellsFailed` (a rerun retries them: their stages resume). The
+    work folder is locked for the whole matrix (``wait``: queue behind another process holding it).
     """
+    with workdir_lock(exp.workdir, wait=wait):
+        return _run_cells(exp, progress=progress, log=log, max_cells=max_cells)
+
+
+def _run_cells(exp: Experiment, *, progress: bool, log: Callable[[str], None],
+               max_cells: int | None) -> list[dict[str, Any]]:
     import traceback
 
     from unigen.pipeline import method_label, run_pipeline  # torch; loaded only to run cells

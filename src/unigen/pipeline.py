@@ -24,7 +24,7 @@ from unigen.config import UniGenConfig, dump_yaml
 from unigen.evaluation.stage import evaluate_stage, identity_of
 from unigen.evaluation.tables import format_table, public_json
 from unigen.export.cards import write_model_card
-from unigen.stages import atomic_write_json, atomic_write_text
+from unigen.stages import atomic_write_json, atomic_write_text, workdir_lock
 from unigen.synth.stage import synthesize
 from unigen.tam.stage import MODEL_DIR, train_stage
 from unigen.weighting.stage import weight_stage
@@ -42,10 +42,18 @@ def method_label(cfg: UniGenConfig) -> str:
 
 
 def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Run (or resume, or skip) every stage; returns ``{row name: metrics}`` and writes the tables."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+                 log: Callable[[str], None] = print, wait: bool = False) -> dict[str, dict[str, Any]]:
+    """Run (or resume, or skip) every stage; returns ``{row name: metrics}`` and writes the tables.
+
+    The work folder is locked for the run (:func:`unigen.stages.workdir_lock`): another process using it
+    makes this one raise :class:`~unigen.errors.WorkdirBusy`, or wait for it with ``wait``.
+    """
+    with workdir_lock(workdir, wait=wait):
+        return _run_pipeline(cfg, Path(workdir), progress=progress, log=log)
+
+
+def _run_pipeline(cfg: UniGenConfig, workdir: Path, *, progress: bool,
+                  log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     atomic_write_text(workdir / "config.yaml", dump_yaml(cfg) + "\n")
     start = time.perf_counter()
     timings: dict[str, float] = {}

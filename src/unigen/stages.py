@@ -300,6 +300,16 @@ def verify_files(folder: str | Path, recorded: Mapping[str, str], *,
     return problems
 
 
+def check_unicode(text: str, where: str) -> str:
+    """``text`` if it can be written as UTF-8; JSON escapes can make unpaired surrogates, which cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where}: text holds an unpaired surrogate ({text[exc.start]!r} at character "
+                        f"{exc.start + 1}), which is not Unicode text") from None
+    return text
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream the rows of one JSONL file (errors as :func:`iter_jsonl`)."""
     for _, row in iter_jsonl(path):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from unigen import registry
-from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, add_executor, config, progress
+from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, add_executor, add_wait, config, progress
 from unigen.config import UniGenConfig, dump_yaml
 from unigen.errors import CellsFailed, UniGenError
 from unigen.experiment import load_experiment, run_experiment
@@ -28,6 +28,7 @@ def add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("unigen", "zerogen", "sungen"), default=None,
                    help="shortcut for --set run.method=...")
     p.add_argument("--domain", default=None, help="shortcut for --set run.domain=... (zerogen, sungen)")
+    add_wait(p)
     add_config_args(p)
     add_executor(p)
     p.set_defaults(func=cmd_run)
@@ -43,7 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.domain:
         overrides.insert(0, f"run.domain={args.domain}")
     cfg = config(args, overrides)
-    run_pipeline(cfg, args.workdir, progress=progress(args), log=lambda m: print(m, file=sys.stderr))
+    run_pipeline(cfg, args.workdir, progress=progress(args), log=lambda m: print(m, file=sys.stderr),
+                 wait=args.wait)
     print((Path(args.workdir) / "results.md").read_text(encoding="utf-8"))
     return 0
 
@@ -82,6 +84,7 @@ def add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
     p.add_argument("--report-only", action="store_true", help="only re-render the tables")
     p.add_argument("--baselines", default="results/baselines.json", help="Prompting rows for the main table")
+    add_wait(p)
     p.set_defaults(func=cmd_experiment)
     return p
 
@@ -96,7 +99,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     else:
         try:
             records = run_experiment(exp, progress=progress(args), log=lambda m: print(m, file=sys.stderr),
-                                     max_cells=args.max_cells)
+                                     max_cells=args.max_cells, wait=args.wait)
         except CellsFailed as exc:
             records, failed = exc.records, exc
     baselines = (

@@ -30,6 +30,13 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
+def add_wait(p: argparse.ArgumentParser) -> None:
+    """``--wait``: queue behind another process using the work folder instead of stopping."""
+    p.add_argument("--wait", action="store_true",
+                   help="if another unigen process uses the work folder, wait for it instead of stopping "
+                        "with an error")
+
+
 def add_destination(p: argparse.ArgumentParser, stage: str) -> None:
     """``--workdir DIR`` (the pipeline's layout) or ``--output DIR`` (exactly this folder) for ``stage``."""
     what = STAGES[stage].folder

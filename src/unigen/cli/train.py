@@ -8,7 +8,8 @@ may also be a JSONL file of training rows (``text`` plus ``probs`` or ``label``,
 
 ``unigen predict --model DIR [TEXT ...]`` prints one JSON line ``{"text", "label", "probs"}`` per text;
 ``DIR`` is a train stage folder or its ``model/``. Without TEXT arguments the texts are read from stdin,
-one per line.
+one per line (UTF-8; a line that is not is an error naming it). Texts longer than the model's token limit are
+truncated, not rejected.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
+from unigen.errors import DataError
 from unigen.registry import pick_device
-from unigen.stages import STAGES
+from unigen.stages import STAGES, check_unicode
 
 _DATA_HELP = (
     "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
@@ -106,11 +109,28 @@ def add_predict(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def stdin_texts(stream: BinaryIO) -> list[str]:
+    """The non-empty lines of a byte stream as texts (UTF-8, an optional byte-order mark, LF or CRLF); a line
+    that is not UTF-8 is a :class:`~unigen.errors.DataError` naming it."""
+    texts = []
+    for lineno, raw in enumerate(stream, 1):
+        if lineno == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"<stdin>:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+        if line.strip():
+            texts.append(line)
+    return texts
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Print ``{"text", "label", "probs"}`` JSON lines for ``args.texts`` (or stdin lines); returns 0."""
     from unigen.tam.model import TaskModel  # torch
 
-    texts = list(args.texts) if args.texts else [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = [check_unicode(t, f"argument {i}") for i, t in enumerate(args.texts, 1)] if args.texts \
+        else stdin_texts(sys.stdin.buffer)
     model = TaskModel.from_pretrained(args.model, device=pick_device(args.device))
     probs = model.predict_proba(texts, batch_size=args.batch_size)
     for text, p in zip(texts, probs):

@@ -58,6 +58,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             value = [v.strip() for v in value.split(",")]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list")
+        if not all(isinstance(v, (str, int, float)) for v in value):
+            raise ConfigError(f"{name} must be a list of names or numbers")
         return tuple(str(v) for v in value)
     return _scalar(value, hint, name)
 
@@ -88,7 +90,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"override {text[:80]!r}: the value is not valid YAML "
+                          f"({getattr(exc, 'problem', None) or type(exc).__name__})") from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +128,13 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unigen.errors import DataError
+from unigen.errors import DataError, short_repr
 from unigen.evaluation.paper import SET_DOMAIN, TEST_SETS
-from unigen.stages import iter_jsonl
+from unigen.stages import MAX_LINE_BYTES, check_unicode, iter_jsonl
 
 VALIDATION_SETS: tuple[str, ...] = ("sst2", "rotten_tomatoes", "tweet")
 
@@ -49,7 +49,8 @@ def default_data_dir() -> Path:
 
 def _parse_label(value: object, where: str, label_names: Sequence[str]) -> int:
     if isinstance(value, bool):
-        raise DataError(f"{where}: label must be an integer class id or a label name, got {value!r}")
+        raise DataError(
+            f"{where}: label must be an integer class id or a label name, got {short_repr(value)}")
     if isinstance(value, int):
         label = value
     elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -57,7 +58,8 @@ def _parse_label(value: object, where: str, label_names: Sequence[str]) -> int:
     elif isinstance(value, str) and value.strip().lower() in label_names:
         label = list(label_names).index(value.strip().lower())
     else:
-        raise DataError(f"{where}: label {value!r} is not a class id or one of {', '.join(label_names)}")
+        raise DataError(
+            f"{where}: label {short_repr(value)} is not a class id or one of {', '.join(label_names)}")
     if not 0 <= label < len(label_names):
         raise DataError(f"{where}: label {label} is outside 0..{len(label_names) - 1}")
     return label
@@ -65,8 +67,8 @@ def _parse_label(value: object, where: str, label_names: Sequence[str]) -> int:
 
 def _check_text(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: text must be a non-empty string, got {value!r}")
-    return value
+        raise DataError(f"{where}: text must be a non-empty string, got {short_repr(value)}")
+    return check_unicode(value, where)
 
 
 def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = "label",
@@ -79,18 +81,7 @@ def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = 
     labels: list[int] = []
     names = [n.lower() for n in label_names]
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            try:
-                missing = {text_field, label_field} - set(reader.fieldnames or ())
-                if missing:
-                    raise DataError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
-                for row in reader:
-                    where = f"{path}:{reader.line_num}"
-                    texts.append(_check_text(row[text_field], where))
-                    labels.append(_parse_label(row[label_field], where, names))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{_bad_utf8_line(path)}: not valid UTF-8 ({exc.reason})") from None
+        _read_csv(path, text_field, label_field, names, texts, labels)
     else:
         for where, row in iter_jsonl(path):
             if not isinstance(row, dict) or text_field not in row or label_field not in row:
@@ -100,6 +91,26 @@ def read_rows(path: str | Path, *, text_field: str = "text", label_field: str = 
     if not texts:
         raise DataError(f"{path}: no rows")
     return texts, labels
+
+
+def _read_csv(path: Path, text_field: str, label_field: str, names: list[str], texts: list[str],
+              labels: list[int]) -> None:
+    """The rows of a CSV file (a UTF-8 byte-order mark and CRLF accepted; fields up to 64 MiB)."""
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        try:
+            missing = {text_field, label_field} - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                texts.append(_check_text(row[text_field], where))
+                labels.append(_parse_label(row[label_field], where, names))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{_bad_utf8_line(path)}: not valid UTF-8 ({exc.reason})") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _bad_utf8_line(path: Path) -> int:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from unigen.errors import DataError
-from unigen.stages import iter_jsonl
+from unigen.errors import DataError, short_repr
+from unigen.stages import check_unicode, iter_jsonl
 
 __all__ = ["TrainingData", "as_training_data", "parse_rows", "read_training_rows"]
 
@@ -88,14 +88,15 @@ def _targets(row: Mapping[str, Any], where: str, num_labels: int) -> list[float]
             for p in probs)
         if not ok:
             raise DataError(f"{where}: 'probs' must be a list of {num_labels} non-negative numbers, "
-                            f"got {probs!r}")
+                            f"got {short_repr(probs)}")
         if abs(sum(probs) - 1.0) > PROB_SUM_TOLERANCE:
             raise DataError(f"{where}: 'probs' sum to {sum(probs):.4f}, not 1")
         return [float(p) for p in probs]
     if "label" in row:
         label = row["label"]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
-            raise DataError(f"{where}: 'label' must be a class id in 0..{num_labels - 1}, got {label!r}")
+            raise DataError(
+                f"{where}: 'label' must be a class id in 0..{num_labels - 1}, got {short_repr(label)}")
         return [1.0 if c == label else 0.0 for c in range(num_labels)]
     raise DataError(f"{where}: row needs 'probs' or 'label'")
 
@@ -105,7 +106,7 @@ def _weight(row: Mapping[str, Any], where: str) -> float | None:
         return None
     w = row["weight"]
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-        raise DataError(f"{where}: 'weight' must be a finite number, got {w!r}")
+        raise DataError(f"{where}: 'weight' must be a finite number, got {short_repr(w)}")
     return float(w)
 
 
@@ -115,13 +116,13 @@ def _parse_row(row: Any, where: str, num_labels: int) -> tuple[str, list[float],
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     keep = row.get("keep", True)
     if not isinstance(keep, bool):
-        raise DataError(f"{where}: 'keep' must be true or false, got {keep!r}")
+        raise DataError(f"{where}: 'keep' must be true or false, got {short_repr(keep)}")
     if not keep:
         return None
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{where}: 'text' must be a non-empty string, got {text!r}")
-    return text, _targets(row, where, num_labels), _weight(row, where)
+        raise DataError(f"{where}: 'text' must be a non-empty string, got {short_repr(text)}")
+    return check_unicode(text, where), _targets(row, where, num_labels), _weight(row, where)
 
 
 def _collect(parsed: list[tuple[str, str, list[float], float | None]], source: str) -> TrainingData:
