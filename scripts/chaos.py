@@ -53,7 +53,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # forked children must not inherit a busy thread pool
+# The campaign forks its children from one process that has imported everything (no 5 s import per kill),
+# so that process must hold no threads or locks: one thread per library, no allocator or progress threads,
+# and every model is built in a child.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # no jemalloc background thread
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -70,7 +74,20 @@ DATA = [("i love this movie", 1), ("awful boring film", 0), ("great product", 1)
 # ---------------------------------------------------------------- the tiny world
 
 def build_world(base: Path) -> dict[str, Any]:
-    """A tiny random GPT-2 generator, a labelled test file and an experiment file under ``base``."""
+    """A tiny random GPT-2 generator and a labelled test file under ``base``, built in a child process."""
+    lm, data = base / "tiny-gpt2", base / "data.jsonl"
+    status = wait_child(spawn(lambda _: _build_world(lm, data), base, base / "world.log"))
+    if status != "ok":
+        raise RuntimeError(f"building the tiny models failed: see {base / 'world.log'}")
+    overrides = [f"generator={lm}", "device=cpu", "generate.backend=transformers",
+                 "scoring.backend=transformers", "generate.samples_per_label=8", "generate.shard_size=4",
+                 "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=2",
+                 "train.epochs=2", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
+                 "run.baselines=[vader]", f"evaluate.datasets={data}"]
+    return {"lm": str(lm), "data": str(data), "overrides": overrides}
+
+
+def _build_world(lm: Path, data: Path) -> None:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -83,17 +100,9 @@ def build_world(base: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
                         bos_token_id=1, eos_token_id=1, pad_token_id=0)
-    lm = base / "tiny-gpt2"
     GPT2LMHeadModel(config).save_pretrained(lm)
     tokenizer.save_pretrained(lm)
-    data = base / "data.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in DATA))
-    overrides = [f"generator={lm}", "device=cpu", "generate.backend=transformers",
-                 "scoring.backend=transformers", "generate.samples_per_label=8", "generate.shard_size=4",
-                 "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=2",
-                 "train.epochs=2", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
-                 "run.baselines=[vader]", f"evaluate.datasets={data}"]
-    return {"lm": str(lm), "data": str(data), "overrides": overrides}
 
 
 def experiment_file(world: dict[str, Any], workdir: Path) -> Path:
@@ -216,7 +225,7 @@ def spawn(fn: Callable[[Path], Any], workdir: Path, log: Path, kind: str = "none
         os._exit(code)
 
 
-def wait_child(pid: int, kill_after: float | None = None, limit: float = 600.0) -> str:
+def wait_child(pid: int, kill_after: float | None = None, limit: float = 300.0) -> str:
     """``"ok"``, ``"failed"``, ``"killed"`` (by us or by its own write hook) or ``"timeout"``."""
     start = time.perf_counter()
     while True:
@@ -233,10 +242,11 @@ def wait_child(pid: int, kill_after: float | None = None, limit: float = 600.0) 
         time.sleep(0.005)
 
 
-def run_once(fn: Callable[[Path], Any], workdir: Path, log: Path, **kw: Any) -> tuple[str, float]:
+def run_once(fn: Callable[[Path], Any], workdir: Path, log: Path, limit: float = 300.0,
+             **kw: Any) -> tuple[str, float]:
     tic = time.perf_counter()
     kill_after = kw.pop("kill_after", None)
-    status = wait_child(spawn(fn, workdir, log, **kw), kill_after)
+    status = wait_child(spawn(fn, workdir, log, **kw), kill_after, limit)
     return status, time.perf_counter() - tic
 
 
@@ -311,6 +321,10 @@ class Campaign:
     def fn(self, task: str) -> Callable[[Path], Any]:
         return task_fn(task, self.world)
 
+    def limit(self, task: str) -> float:
+        """Seconds a child may take before it counts as hung (a failed trial)."""
+        return max(120.0, 30 * self.duration[task])
+
     def make_reference(self, tasks: list[str]) -> None:
         """Uninterrupted runs: ``run`` (its folder is every stage's input) and ``experiment``; then every
         single-stage task timed and its writes counted on a copy."""
@@ -354,14 +368,14 @@ class Campaign:
                 kw["kill_after"] = self.rng.uniform(0.0, self.duration[task])
             else:
                 kw["n"] = self.rng.randint(1, max(1, self.writes[task]))
-            status, _ = run_once(self.fn(task), trial, log, **kw)
+            status, _ = run_once(self.fn(task), trial, log, self.limit(task), **kw)
             if status == "ok":  # it finished before the kill moment
                 break
             if status != "killed":
                 return {"task": task, "kills": kills, "ok": False,
                         "problem": f"attempt {round_ + 1}: {status}", "log": str(log)}
             kills.append(kind)
-        status, _ = run_once(self.fn(task), trial, log)  # resume to the end (only cache hits when finished)
+        status, _ = run_once(self.fn(task), trial, log, self.limit(task))  # resume to the end
         reference = "experiment" if task == "experiment" else "run"
         keys = None if task in ("run", "experiment") else [
             k for k in self.expected[reference] if k.split("/")[0] in OUTPUTS[task]]
@@ -400,7 +414,7 @@ class Campaign:
             (folder / "shards" / "shard-09999.jsonl").write_text('{"id": "intruder", "text": "extra"}\n')
             rel = "shards/shard-09999.jsonl"
         log = self.base / f"corrupt-{index}.log"
-        status, _ = run_once(self.fn("run"), trial, log)
+        status, _ = run_once(self.fn("run"), trial, log, self.limit("run"))
         text = log.read_text(errors="replace") if log.is_file() else ""
         detected = any(line.startswith("unigen: warning:") and rel in line and folder.name in line
                        for line in text.splitlines())
@@ -572,11 +586,19 @@ def campaign(kills: int = 25, corrupt: int = 25, tasks: tuple[str, ...] = TASKS,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the campaign (module docstring) and return its summary."""
     import torch
+    import tqdm
 
     torch.set_num_threads(1)
+    tqdm.tqdm.monitor_interval = 0  # no monitor thread in the forking process
     tic = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="unigen-chaos-", dir=workdir))
     c = Campaign(base, seed, log)
+    for task in tasks:
+        c.fn(task)  # every import happens here, before the first fork
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")] \
+        if Path("/proc/self/task").is_dir() else []
+    if len(threads) > 1:
+        log(f"warning: the forking process runs {len(threads)} threads ({', '.join(threads)})")
     c.make_reference(list(tasks))
     results: list[dict[str, Any]] = []
     for task in tasks:

@@ -83,3 +83,227 @@ def test_stage_refuses_foreign_folders(tmp_path):
 def test_root_config_fields_used_by_stages():
     cfg = UniGenConfig()
     assert cfg.labels == ("negative", "positive") and isinstance(cfg.seed, int)
+
+
+# ---------------------------------------------------------------- sha256 of finished folders
+
+def finished_stage(tmp_path):
+    st = Stage.open(tmp_path / "s", stage="generate", fingerprint="abc", config={})
+    st.write_shard(0, [{"id": "a"}, {"id": "b"}], {"n": 2})
+    st.write_shard(1, [{"id": "c"}], {"n": 1})
+    (st.path / "datacard.md").write_text("a card, re-rendered later")
+    st.finish({"rows": 3})
+    return st
+
+
+def test_finish_records_the_sha256_of_every_output(tmp_path):
+    import hashlib
+
+    st = finished_stage(tmp_path)
+    recorded = st.manifest["sha256"]
+    assert sorted(recorded) == ["shards/shard-00000.jsonl", "shards/shard-00000.stats.json",
+                                "shards/shard-00001.jsonl", "shards/shard-00001.stats.json"]
+    assert recorded["shards/shard-00001.jsonl"] == hashlib.sha256(st.shard_path(1).read_bytes()).hexdigest()
+    (st.path / "datacard.md").write_text("re-rendered")  # cards may change after the stage finished
+    assert st.problems() == [] and Stage.load(st.path).complete
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "delete", "extra shard"])
+def test_a_damaged_finished_folder_is_reported_and_recomputed(tmp_path, capsys, damage):
+    st = finished_stage(tmp_path)
+    shard = st.shard_path(0)
+    if damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:5])
+    elif damage == "edit":
+        shard.write_text(shard.read_text().replace('"a"', '"z"'))
+    elif damage == "delete":
+        shard.unlink()
+    else:
+        st.shard_path(7).write_text('{"id": "intruder"}\n')
+    with pytest.raises(StageError, match="run its generate stage again") as info:
+        Stage.load(st.path)  # a downstream reader never uses it
+    assert "\n" not in str(info.value)
+    again = Stage.open(st.path, stage="generate", fingerprint="abc", config={})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("unigen: warning: ") and "recomputing the generate" in err
+    assert ("shard-00007" if damage == "extra shard" else "shard-00000") in err
+    assert not again.complete and again.shard_indices() == [] and again.manifest["recomputed"]["reason"]
+    assert not (again.path / "datacard.md").exists() and again.manifest["resumes"] == 1
+
+
+def test_folders_finished_before_sha256s_are_reused_unchecked(tmp_path, capsys):
+    st = finished_stage(tmp_path)
+    st.update(sha256=None)
+    st.shard_path(0).write_text('{"id": "edited"}\n')
+    assert Stage.open(st.path, stage="generate", fingerprint="abc", config={}).complete
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- failing writes
+
+def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    import errno
+
+    from unigen.errors import UniGenError, WriteError
+    from unigen.stages import atomic_write, atomic_write_json
+
+    path = tmp_path / "m.json"
+    atomic_write_json(path, {"old": True})
+
+    def disk_full(f):
+        f.write(b'{"new": tr')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError, match="m.json: cannot be written .No space left on device.") as info:
+        atomic_write(path, disk_full)
+    assert isinstance(info.value, UniGenError) and isinstance(info.value, OSError)
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_atomic_folder_moves_whole_files_and_cleans_up(tmp_path):
+    from unigen.stages import atomic_folder
+
+    with atomic_folder(tmp_path / "model", last="record.json") as tmp:
+        (tmp / "record.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights").write_bytes(b"1234")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "model", "model/record.json", "model/sub", "model/sub/weights"]
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "model") as tmp:
+        (tmp / "record.json").write_text('{"half": ')
+        raise RuntimeError("killed")
+    assert (tmp_path / "model" / "record.json").read_text() == "{}"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_remove_temporary_clears_files_and_folders(tmp_path):
+    st = Stage.open(tmp_path / "s", stage="generate", fingerprint="abc", config={})
+    (st.path / ".tmp-model.x1").mkdir()
+    (st.path / ".tmp-model.x1" / "model.safetensors").write_bytes(b"half")
+    (st.path / "model").mkdir()
+    (st.path / "model" / ".tmp-vocab.json.x2").write_text("{")
+    assert st.remove_temporary() == 2 and not list(st.path.rglob(".tmp-*"))
+
+
+# ---------------------------------------------------------------- the work-folder lock
+
+def _holder(workdir, seconds):
+    """Another process that holds the lock of ``workdir`` for ``seconds`` (started when it prints)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import unigen
+
+    code = ("import sys, time\nfrom unigen.stages import workdir_lock\n"
+            "with workdir_lock(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(unigen.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir), str(seconds)], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_the_lock_keeps_a_second_process_out_and_is_reentrant(tmp_path):
+    from unigen.errors import WorkdirBusy
+    from unigen.stages import workdir_lock
+
+    with workdir_lock(tmp_path) as path, workdir_lock(tmp_path):  # nested in one process (experiment)
+        assert json.loads(path.read_text())["pid"] == __import__("os").getpid()
+    holder = _holder(tmp_path, 60)
+    try:
+        with pytest.raises(WorkdirBusy, match=f"in use by another unigen process .pid {holder.pid} ") as info:
+            with workdir_lock(tmp_path):
+                pass
+        assert "--wait" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    notes = []
+    with workdir_lock(tmp_path, log=notes.append):  # the dead holder's lock is taken over at once
+        pass
+    assert notes == [f"{tmp_path / '.unigen.lock'}: took over the lock of pid {holder.pid}, which is no "
+                     "longer running"]
+
+
+def test_wait_queues_behind_the_holder(tmp_path):
+    import time
+
+    from unigen.stages import workdir_lock
+
+    holder = _holder(tmp_path, 1.5)
+    notes = []
+    tic = time.perf_counter()
+    with workdir_lock(tmp_path, wait=True, log=notes.append):
+        waited = time.perf_counter() - tic
+    assert waited > 1.0 and len(notes) == 1 and "waiting for it" in notes[0]
+    holder.wait()
+
+
+def test_a_second_unigen_run_exits_with_one_line(tmp_path, capsys):
+    from unigen.cli import main
+
+    holder = _holder(tmp_path, 60)
+    try:
+        assert main(["run", "--workdir", str(tmp_path), "--quiet"]) == 2
+        assert main(["experiment", str(_experiment(tmp_path)), "--quiet"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("unigen: error: ") and f"(pid {holder.pid} " in e for e in err)
+
+
+def _experiment(workdir):
+    path = workdir.parent / "exp.yaml"
+    path.write_text(f"workdir: {workdir}\noutput: {workdir.parent / 'out.json'}\n"
+                    "cells:\n  - {method: unigen, tams: [lstm]}\n")
+    return path
+
+
+# ---------------------------------------------------------------- hostile JSONL (property-based)
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LINES = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"\xef\xbb\xbf", b"\r\n", b"\x00", b"[" * 5000, b'{"a": 1}', b'"\\ud800"', b"\xff\xfe"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(LINES, max_size=8))
+def test_iter_jsonl_loads_or_names_file_and_line(tmp_path, lines):
+    from unigen.errors import DataError
+    from unigen.stages import iter_jsonl
+
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    try:
+        for where, _ in iter_jsonl(path):
+            assert where.startswith(f"{path}:")
+    except DataError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}:") and "\n" not in message and len(message) < 400
+
+
+def test_iter_jsonl_accepts_bom_and_crlf_and_bounds_lines(tmp_path, monkeypatch):
+    import unigen.stages
+    from unigen.errors import DataError
+    from unigen.stages import iter_jsonl
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\r\n{"a": 2}\r\n')
+    assert [v for _, v in iter_jsonl(path)] == [{"a": 1}, {"a": 2}]
+    path.write_bytes(b'{"a": 1}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    with pytest.raises(DataError, match=r"a.jsonl:2: JSON nested too deeply"):
+        list(iter_jsonl(path))
+    monkeypatch.setattr(unigen.stages, "MAX_LINE_BYTES", 1000)
+    path.write_bytes(b'{"a": 1}\n"' + b"x" * 5000 + b'"\n')
+    with pytest.raises(DataError, match=r"a.jsonl:2: line longer than"):
+        list(iter_jsonl(path))

@@ -69,9 +69,9 @@ class _SubwordEncoder:
         self.tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        from unigen.tam.words import max_chars  # as TaskModel.encode: long texts are cut first
+        from unigen.tam.words import model_input  # as TaskModel.encode: long texts are cut first
 
-        encodings = self.tokenizer.encode_batch([t[: max_chars(self.max_length)] for t in texts])
+        encodings = self.tokenizer.encode_batch([model_input(t, self.max_length) for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

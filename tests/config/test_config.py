@@ -93,3 +93,58 @@ def test_paper_config_restores_the_papers_choices():
     assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores) == ("nll", False)
     assert (cfg.train.pooling, cfg.train.predict_max_length, cfg.train.max_length) == ("cls", None, 40)
     assert cfg.generate.backend == cfg.scoring.backend == "transformers"
+
+
+# ---------------------------------------------------------------- hostile config files (property-based)
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+YAML_CHUNKS = st.one_of(
+    st.binary(max_size=40), st.text(max_size=30).map(str.encode),
+    st.sampled_from([b"\xef\xbb\xbf", b"\r\n", b"\n", b"\x00", b"seed: 3\n", b"train:\n  epochs: 2\n",
+                     b"run: {tams: [[lstm]]}\n", b"generate: {colour: red}\n", b"[" * 3000, b"&a [1]\n",
+                     b"seed: *a\n", b"- 1\n", b"train: {epochs: fast}\n", b"relabel: {threshold: 7}\n",
+                     b"\xe9"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(YAML_CHUNKS, max_size=8))
+def test_any_config_file_loads_or_fails_in_one_line(tmp_path, chunks):
+    from unigen.errors import ConfigError
+
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(b"".join(chunks))
+    try:
+        load_config(path)
+    except ConfigError as exc:  # names the file, or the setting; anything else escaping is a bug
+        assert str(exc).strip()
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.sampled_from(["seed", "train.epochs", "run.tams", "generate.prompt_set", "relabel.threshold",
+                            "evaluate.limit", "weight", "nothing.here"]),
+       value=st.text(max_size=30))
+def test_any_override_loads_or_fails_in_one_line(key, value):
+    from unigen.errors import ConfigError
+
+    try:
+        load_config(None, [f"{key}={value}"])
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_bom_crlf_and_deep_yaml(tmp_path):
+    from unigen.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbfseed: 3\r\ntrain:\r\n  epochs: 2\r\n")
+    cfg = load_config(path)
+    assert cfg.seed == 3 and cfg.train.epochs == 2
+    path.write_bytes(b"[" * 50_000 + b"]" * 50_000)
+    with pytest.raises(ConfigError, match="c.yaml: not valid YAML"):
+        load_config(path)
+    path.write_bytes(b"run: {tams: [[lstm, [x]]]}\n")
+    with pytest.raises(ConfigError, match="run.tams must be a list of names"):
+        load_config(path)

@@ -96,3 +96,77 @@ def test_default_data_dir_is_beside_the_project(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # not found from the working directory: the project's sibling folder
     project = Path(__file__).resolve().parents[2]
     assert default_data_dir() == project.parent / "shared" / "datasets"
+
+
+# ---------------------------------------------------------------- hostile files (property-based)
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=10)
+ROWS = st.dictionaries(st.sampled_from(["text", "label", "extra", "Text"]),
+                       JSON_VALUES
+                       | st.sampled_from(["positive", "negative", "neutral", "1", "0", " 1 ", "-1"]),
+                       max_size=4)
+CHUNKS = st.one_of(st.binary(max_size=60), st.text(max_size=40).map(str.encode),
+                   st.sampled_from([b"\xef\xbb\xbf", b"\r\n", b"\n", b"\r", b"\x00", b",", b'"',
+                                    b"text,label\n", b'{"text": "ok", "label": 1}\n', b"\xe9"]))
+
+
+def _check(path, call):
+    from unigen.errors import DataError
+
+    try:
+        texts, labels = call()
+    except DataError as exc:
+        message = str(exc)
+        assert message.startswith(str(path)) and "\n" not in message and len(message) < 400
+        return
+    assert len(texts) == len(labels) > 0 and all(isinstance(t, str) and t.strip() for t in texts)
+    assert set(labels) <= {0, 1}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(CHUNKS, max_size=12), suffix=st.sampled_from([".jsonl", ".csv"]))
+def test_any_bytes_load_or_fail_naming_the_file(tmp_path, chunks, suffix):
+    path = tmp_path / f"hostile{suffix}"
+    path.write_bytes(b"".join(chunks))
+    _check(path, lambda: read_rows(path))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROWS | JSON_VALUES, min_size=1, max_size=6), crlf=st.booleans())
+def test_any_json_rows_load_or_fail_naming_file_and_line(tmp_path, rows, crlf):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + ("\r\n" if crlf else "\n") for r in rows))
+    from unigen.errors import DataError
+
+    try:
+        texts, labels = read_rows(path)
+    except DataError as exc:
+        assert str(exc).startswith(f"{path}:") and "\n" not in str(exc) and len(str(exc)) < 400
+        return
+    assert len(texts) == len(rows)
+
+
+def test_bom_crlf_long_lines_and_nul_bytes_in_csv(tmp_path):
+    from unigen.errors import DataError
+
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\r\n" + b"good " * 2_000_000 + b",positive\r\nawful,0\r\n")
+    texts, labels = read_rows(path)
+    assert labels == [1, 0] and len(texts[0]) == 10_000_000
+    path.write_bytes(b"text,label\ngreat,1\nnul\x00byte,0\n")
+    assert read_rows(path) == (["great", "nul\x00byte"], [1, 0])
+    path.write_bytes(b'text,label\ngreat,1\n"unclosed,0\n' + b"x" * 100)
+    with pytest.raises(DataError, match=r"a.csv:4: label None is not a class id"):  # quote never closed
+        read_rows(path)
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text('{"text": "half \\ud800 pair", "label": 1}\n')
+    with pytest.raises(DataError, match=r"s.jsonl:1: text holds an unpaired surrogate"):
+        read_rows(jsonl)

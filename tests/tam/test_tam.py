@@ -185,3 +185,173 @@ def test_predictions_keep_input_order_under_length_sorting(bert_dir):
     together = model.predict_proba(texts, batch_size=2)
     one_by_one = np.stack([model.predict_proba(t) for t in texts])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+# ---------------------------------------------------------------- untrusted folders, long texts
+
+@pytest.fixture()
+def saved_lstm(tmp_path):
+    return _build("lstm", None).save_pretrained(tmp_path / "model")
+
+
+def test_saved_record_carries_the_sha256_of_every_file(saved_lstm):
+    import hashlib
+    import json
+
+    record = json.loads((saved_lstm / "unigen_tam.json").read_text())
+    assert set(record["sha256"]) == {"model.safetensors", "vocab.json"}
+    assert record["sha256"]["model.safetensors"] == hashlib.sha256(
+        (saved_lstm / "model.safetensors").read_bytes()).hexdigest()
+    assert not [p for p in saved_lstm.parent.rglob(".tmp-*")]  # the temporary folder is gone
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "vocab"])
+def test_a_damaged_folder_is_refused(saved_lstm, damage):
+    weights = saved_lstm / "model.safetensors"
+    if damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[-5] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        (saved_lstm / "vocab.json").write_text('{"tokens": ["<pad>", "<unk>", "evil"]}')
+    with pytest.raises(ModelNotAvailable, match="does not match its sha256") as info:
+        TaskModel.from_pretrained(saved_lstm)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "extra.pkl", "sub/checkpoint.pt"])
+def test_a_folder_with_a_pickle_is_refused(saved_lstm, name):
+    (saved_lstm / name).parent.mkdir(exist_ok=True)
+    (saved_lstm / name).write_bytes(b"\x80\x04K\x01.")  # pickle of 1
+    with pytest.raises(ModelNotAvailable, match="pickle file"):
+        TaskModel.from_pretrained(saved_lstm)
+
+
+def test_a_mismatched_or_malformed_record_fails_clearly(saved_lstm):
+    import json
+
+    path = saved_lstm / "unigen_tam.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "hidden_size": 99}))
+    with pytest.raises(ModelNotAvailable, match="do not make the model unigen_tam.json describes"):
+        TaskModel.from_pretrained(saved_lstm)
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "labels"}))
+    with pytest.raises(ModelNotAvailable, match="KeyError"):
+        TaskModel.from_pretrained(saved_lstm)
+    for bad in ("[1, 2]", '{"format": "unigen-tam", "format_version": "9"}', "[" * 100_000):
+        path.write_text(bad)
+        with pytest.raises(ModelNotAvailable):
+            TaskModel.from_pretrained(saved_lstm)
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "sha256"}))  # an older folder
+    assert TaskModel.from_pretrained(saved_lstm).labels == LABELS
+    (saved_lstm / "model.safetensors").unlink()
+    with pytest.raises(ModelNotAvailable, match="model.safetensors is missing"):
+        TaskModel.from_pretrained(saved_lstm)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_loading_never_unpickles(kind, bert_dir, tmp_path, monkeypatch):
+    import pickle
+
+    path = _build(kind, bert_dir).save_pretrained(tmp_path / kind)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling while loading a task model")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    assert TaskModel.from_pretrained(path).labels == LABELS
+
+
+def test_a_failed_save_leaves_whole_files_only(saved_lstm, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    from unigen.errors import UniGenError, WriteError
+
+    before = {p.name: p.read_bytes() for p in saved_lstm.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", disk_full)
+    with pytest.raises(WriteError, match="No space left on device") as info:
+        _build("lstm", None, max_length=7).save_pretrained(saved_lstm)
+    assert isinstance(info.value, UniGenError) and isinstance(info.value, OSError)
+    assert {p.name: p.read_bytes() for p in saved_lstm.iterdir()} == before  # the old model, untouched
+    assert not list(saved_lstm.parent.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "bert"])
+def test_long_texts_are_truncated_not_rejected(kind, bert_dir):
+    import time
+
+    model = _build(kind, bert_dir).eval()
+    long = "good movie " * 1_000_000  # 11 MB
+    tic = time.perf_counter()
+    probs = model.predict_proba([long, "x", "\x00 nul", "\ud83d\ude00 emoji"])
+    assert time.perf_counter() - tic < 20 and np.allclose(probs.sum(axis=1), 1) and np.isfinite(probs).all()
+    assert np.allclose(probs[0], model.predict_proba(["good movie " * 200])[0], atol=1e-6)
+
+
+def test_the_card_says_long_texts_are_truncated(saved_lstm):
+    card = (saved_lstm / "README.md").read_text()
+    assert "truncated, not rejected" in card and "token limit (40 tokens)" in card
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.binary(max_size=50) | st.text(max_size=30).map(str.encode)
+                      | st.sampled_from([b"\xef\xbb\xbf", b"\r", b"\x00", b"\xe9"]), max_size=6))
+def test_predict_stdin_reads_texts_or_names_the_line(lines):
+    import io
+
+    from unigen.cli.train import stdin_texts
+    from unigen.errors import DataError
+
+    try:
+        texts = stdin_texts(io.BytesIO(b"\n".join(lines)))
+    except DataError as exc:
+        assert str(exc).startswith("<stdin>:") and "\n" not in str(exc)
+        return
+    assert all(isinstance(t, str) and t.strip() and "\n" not in t for t in texts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(max_size=300), min_size=1, max_size=5))
+def test_predict_answers_any_text(texts):
+    probs = _lstm_for_hypothesis().predict_proba(texts)
+    assert probs.shape == (len(texts), 2) and np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1)
+
+
+_MODEL: list = []
+
+
+def _lstm_for_hypothesis():
+    if not _MODEL:
+        _MODEL.append(_build("lstm", None).eval())
+    return _MODEL[0]
+
+
+def test_predict_cli_on_hostile_stdin(saved_lstm, monkeypatch, capsys):
+    import io
+    import json
+    import sys
+
+    from unigen.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfgood movie\r\n\x00 nul\r\n"
+                                                                  + b"bad " * 1_000_000 + b"\n")))
+    assert main(["predict", "--model", str(saved_lstm), "--device", "cpu"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["text"][:10] for o in out] == ["good movie", "\x00 nul", "bad bad ba"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"fine\ncaf\xe9\n")))
+    assert main(["predict", "--model", str(saved_lstm), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "unigen: error: <stdin>:2: not valid UTF-8 (byte 4 of the line)\n"

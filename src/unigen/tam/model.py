@@ -47,7 +47,7 @@ from unigen.errors import ModelNotAvailable
 from unigen.registry import from_pretrained, resolve
 from unigen.stages import atomic_folder, hashed_files, verify_files
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
-from unigen.tam.words import max_chars
+from unigen.tam.words import model_input
 
 __all__ = ["TAMOutput", "TAMSpec", "TaskModel", "TransformerEncoder"]
 
@@ -221,12 +221,13 @@ class TaskModel(nn.Module):
         longest, cut to ``max_length`` tokens (default: the model's prediction limit ``spec.max_length``).
 
         Longer texts are truncated, never rejected (the model card says so); only their first
-        :func:`~unigen.tam.words.max_chars` characters are tokenised, so memory stays bounded."""
+        :func:`~unigen.tam.words.max_chars` characters are tokenised, so memory stays bounded
+        (:func:`~unigen.tam.words.model_input`)."""
         limit = max_length or self.spec.max_length
         texts = list(texts)
         if self.spec.architecture == "lstm":
             return self.tokenizer.batch(texts, limit)
-        texts = [t[: max_chars(limit)] for t in texts]  # longer texts are truncated, never rejected
+        texts = [model_input(t, limit) for t in texts]  # longer texts are truncated, never rejected
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=limit,
                              return_tensors="pt", return_token_type_ids=False)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

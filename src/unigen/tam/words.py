@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_MAX_VOCAB", "PAD", "UNK", "WORD_PATTERN", "WordTokenizer", "max_chars"]
+__all__ = ["DEFAULT_MAX_VOCAB", "PAD", "UNK", "WORD_PATTERN", "WordTokenizer", "max_chars", "model_input"]
 
 PAD, UNK = "<pad>", "<unk>"
 #: GloVe-friendly word pattern: ``don't`` -> ``do n't``, ``it's`` -> ``it 's``, punctuation one char each.
@@ -29,6 +29,17 @@ def max_chars(max_length: int) -> int:
     so a 10 MB input costs no more than a long review. Far beyond ``max_length`` tokens of any real text
     (64 characters a token), so it never changes the tokens that are kept."""
     return 64 * max_length + 1024
+
+
+def model_input(text: str, max_length: int) -> str:
+    """``text`` as a model reads it: cut to :func:`max_chars`, and surrogate code points (from
+    ``surrogateescape`` decoding or JSON escapes) paired up or replaced by U+FFFD, which tokenizers need."""
+    text = text[: max_chars(max_length)]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class WordTokenizer:
@@ -74,7 +85,7 @@ class WordTokenizer:
 
     def encode(self, text: str, max_length: int) -> list[int]:
         """Token ids, cut to ``max_length``; an empty text becomes ``[<unk>]`` (length >= 1 for packing)."""
-        ids = [self._ids.get(w, 1) for w in self.split(text[: max_chars(max_length)])[:max_length]]
+        ids = [self._ids.get(w, 1) for w in self.split(model_input(text, max_length))[:max_length]]
         return ids or [1]
 
     def batch(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
