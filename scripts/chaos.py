@@ -491,13 +491,16 @@ PREDICT_CASES = {  # stdin bytes for `unigen predict`
 
 
 def _answer(code: int, err: str, name: str) -> str:
+    """How a command answered a hostile input: loaded, a one-line error (naming what), or a bug."""
+    import re
+
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("unigen: warning:")]
     if code == 0:
         return "loaded"
     if code == 2 and len(lines) == 1 and lines[0].startswith("unigen: error: ") and "Traceback" not in err:
-        return "one-line error naming the line" if f"{name}:" in lines[0] or "<stdin>:" in lines[0] \
-            else "one-line error naming the file" if name in lines[0] or "<stdin>" in lines[0] \
-            else "one-line error"
+        if re.search(re.escape(name) + r":\d+:", lines[0]):
+            return "one-line error naming file and line"
+        return "one-line error naming the file" if name in lines[0] else "one-line error naming the setting"
     return "BUG: " + (lines[-1] if lines else f"exit {code}")[:200]
 
 
@@ -509,6 +512,7 @@ def hostile_campaign(base: Path, model: Path, rng: random.Random) -> list[dict[s
 
     folder = base / "hostile"
     folder.mkdir()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cases = hostile_files(folder, rng)
     out = []
 
@@ -528,7 +532,7 @@ def hostile_campaign(base: Path, model: Path, rng: random.Random) -> list[dict[s
                     code = -1
         finally:
             sys.stdin = old_stdin
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
         return code, err.getvalue(), time.perf_counter() - tic, rss
 
     for name in cases:
@@ -544,13 +548,14 @@ def hostile_campaign(base: Path, model: Path, rng: random.Random) -> list[dict[s
         for command, argv in runs:
             code, err, seconds, rss = call(argv)
             out.append({"input": name, "command": command, "answer": _answer(code, err, name),
-                        "seconds": round(seconds, 2), "max_rss_mb": round(rss),
+                        "seconds": round(seconds, 2), "peak_rss_growth_mb": round(rss),
                         "message": err.strip()[-300:]})
     for label, data in PREDICT_CASES.items():
         data = rng.randbytes(4096) if data is None else data
         code, err, seconds, rss = call(["predict", "--model", str(model), "--device", "cpu"], stdin=data)
         out.append({"input": label, "command": "predict", "answer": _answer(code, err, "<stdin>"),
-                    "seconds": round(seconds, 2), "max_rss_mb": round(rss), "message": err.strip()[-300:]})
+                    "seconds": round(seconds, 2), "peak_rss_growth_mb": round(rss),
+                    "message": err.strip()[-300:]})
     return out
 
 
@@ -577,7 +582,7 @@ def summarise(kills: list[dict[str, Any]], corrupt: list[dict[str, Any]], hostil
                            "failed": [r for r in corrupt if not r["ok"]]},
             "hostile": {"tried": len(hostile), "answers": dict(Counter(r["answer"] for r in hostile)),
                         "max_seconds": max((r["seconds"] for r in hostile), default=0),
-                        "max_rss_mb": max((r["max_rss_mb"] for r in hostile), default=0),
+                        "peak_rss_growth_mb": max((r["peak_rss_growth_mb"] for r in hostile), default=0),
                         "cases": hostile}}
 
 

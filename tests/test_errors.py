@@ -149,3 +149,62 @@ def test_every_user_error_is_a_unigen_error():
     assert issubclass(ConfigError, ValueError) and issubclass(
         StageError, RuntimeError
     )  # older except clauses
+
+
+# ---------------------------------------------------------------- full disks and read-only folders
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount, as in CI; skipped elsewhere)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk, leave: int) -> None:
+    """Fill ``disk`` until at most ``leave`` bytes are free."""
+    import os
+
+    with open(disk / "filler", "wb") as f:
+        while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > leave:
+            try:
+                f.write(b"\0" * 4096)
+                f.flush()
+            except OSError:
+                break
+
+
+@pytest.mark.parametrize("leave", [0, 100_000], ids=["full", "fills-mid-run"])
+def test_a_full_disk_stops_cleanly_and_the_run_resumes(small_disk, bert_dir, tmp_path, capsys, leave):
+    from unigen.tam.model import TaskModel
+
+    (tmp_path / "rows.jsonl").write_text(ROWS)
+    fill(small_disk, leave)
+    out = small_disk / "t"
+    assert main(train_args(bert_dir, tmp_path / "rows.jsonl", out, "train.epochs=2")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unigen: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "No space left on device" in err
+    assert not [p for p in small_disk.rglob("*") if p.name.startswith(".tmp-")]  # nothing half-written
+    assert (out / "manifest.json").is_file() == bool(leave)  # the run had started when the disk filled
+    (small_disk / "filler").unlink()
+    assert main(train_args(bert_dir, tmp_path / "rows.jsonl", out, "train.epochs=2")) == 0
+    assert TaskModel.from_pretrained(out).labels == ("negative", "positive")
+
+
+def test_a_read_only_folder_is_one_line(small_disk, bert_dir, tmp_path, capsys):
+    import subprocess
+
+    (tmp_path / "rows.jsonl").write_text(ROWS)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for argv in (train_args(bert_dir, tmp_path / "rows.jsonl", small_disk / "t"),
+                 ["run", "--workdir", str(small_disk / "w"), "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("unigen: error: ") and err.count("\n") == 1 and "Read-only file system" in err
