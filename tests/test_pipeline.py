@@ -97,3 +97,35 @@ def test_stage_commands_chain_into_the_folders_of_run(tmp_path, tiny_lm_dir, lab
     after = {str(m): m.read_text() for m in work.glob("*/*/manifest.json")}
     assert {k: after[k] for k in before} == before  # reused as they are
     assert [Path(k).parts[-3] for k in set(after) - set(before)] == ["05_evaluate"]  # only VADER is new
+
+
+def test_damaged_caches_are_reported_and_recomputed_to_the_same_rows(tmp_path, tiny_lm_dir, labelled_jsonl,
+                                                                     capsys):
+    """A truncated relabel shard and an edited model file: each is reported in one warning line, its stage
+    recomputed, and every row and model byte equals the first run's."""
+    import hashlib
+
+    def digests():
+        files = sorted(work.glob("0*/*/shards/shard-*.jsonl")) + sorted(work.glob("04_train/*/model/*"))
+        return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+                if p.suffix in (".jsonl", ".safetensors") or p.name == "vocab.json"}
+
+    work = tmp_path / "work"
+    cfg = tiny_config(tiny_lm_dir, labelled_jsonl)
+    rows = run_pipeline(cfg, work, progress=False, log=lambda m: None)
+    before = digests()
+    (shard,) = work.glob("02_relabel/*/shards/shard-00001.jsonl")
+    shard.write_bytes(shard.read_bytes()[:-20])
+    (weights,) = work.glob("04_train/*/model/model.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 1
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = run_pipeline(cfg, work, progress=False, log=lambda m: None)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("unigen: warning: ") for w in warnings)
+    assert "shards/shard-00001.jsonl does not match its sha256" in warnings[0] and "relabel" in warnings[0]
+    assert "model/model.safetensors does not match its sha256" in warnings[1] and "train" in warnings[1]
+    assert digests() == before
+    assert {k: v["custom"]["accuracy"] for k, v in again.items()} == {
+        k: v["custom"]["accuracy"] for k, v in rows.items()}

@@ -128,3 +128,25 @@ def test_relabel_rules_variants_centre_and_filter():
     assert keep.all() and (probs.argmax(1) == y).all()
     _, _, keep, _ = rr.labelling(d, "v-all", 0, 0.1, 0.2)
     assert keep.all()
+
+
+def test_chaos_fast_subset(tmp_path):
+    """The CI subset of the reliability campaign (scripts/chaos.py): a few SIGKILLs of three tasks at random
+    moments and inside writes, and a few damaged caches, end with the reference's rows and model bytes.
+    In a subprocess: the campaign forks, which a test process full of threads must not."""
+    import os
+    import subprocess
+
+    import unigen
+
+    out = tmp_path / "chaos.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(unigen.__file__).parents[1])}
+    argv = ["--kills", "2", "--corrupt", "3", "--tasks", "generate,train,run", "--no-hostile", "--seed", "1",
+            "--workdir", str(tmp_path), "--output", str(out)]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), *argv], capture_output=True,
+                          text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert set(summary["kills"]) == {"generate", "train", "run"}
+    assert all(t["identical"] == t["trials"] == 2 and t["kills"] >= 2 for t in summary["kills"].values())
+    assert summary["corruption"]["detected"] == summary["corruption"]["tried"] == 3
