@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
 from unigen.errors import DataError
@@ -109,11 +109,14 @@ def add_predict(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def stdin_texts(stream: BinaryIO) -> list[str]:
+def stdin_texts(stream: BinaryIO | TextIO) -> list[str]:
     """The non-empty lines of a byte stream as texts (UTF-8, an optional byte-order mark, LF or CRLF); a line
-    that is not UTF-8 is a :class:`~unigen.errors.DataError` naming it."""
+    that is not UTF-8 is a :class:`~unigen.errors.DataError` naming it. A text stream (no ``buffer``, as
+    in tests) is read as it is."""
     texts = []
     for lineno, raw in enumerate(stream, 1):
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
         if lineno == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
         try:
@@ -130,7 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from unigen.tam.model import TaskModel  # torch
 
     texts = [check_unicode(t, f"argument {i}") for i, t in enumerate(args.texts, 1)] if args.texts \
-        else stdin_texts(sys.stdin.buffer)
+        else stdin_texts(getattr(sys.stdin, "buffer", None) or sys.stdin)
     model = TaskModel.from_pretrained(args.model, device=pick_device(args.device))
     probs = model.predict_proba(texts, batch_size=args.batch_size)
     for text, p in zip(texts, probs):
