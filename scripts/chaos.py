@@ -5,8 +5,9 @@ generator, the LSTM task model at hidden size 8), so the campaign needs no netwo
 
 1. **Kills.** An uninterrupted reference run is made first. Then, for each task (the stages ``generate``,
    ``relabel``, ``weight``, ``train``, ``evaluate``, the whole ``unigen run`` and a two-cell
-   ``unigen experiment``), ``--kills`` trials each start the task in a forked child from the reference's
-   upstream folders and SIGKILL it, then resume it (sometimes killing the resume too) until it finishes.
+   ``unigen experiment``), trials each start the task in a forked child from the reference's
+   upstream folders and SIGKILL it, then resume it (sometimes killing the resume too) until it finishes;
+   trials go on until ``--kills`` kills have landed (a kill moment after the task's end does not count).
    Kill moments, seeded, cycle through three kinds: a random moment of the task's measured duration
    (``timer``); the moment the N-th atomic write has its temporary file written and fsynced but not yet
    renamed (``in-write``: a shard, a manifest, a checkpoint or a model file); the moment right after the
@@ -606,10 +607,11 @@ def campaign(kills: int = 25, corrupt: int = 25, tasks: tuple[str, ...] = TASKS,
         log(f"warning: the forking process runs {len(threads)} threads ({', '.join(threads)})")
     c.make_reference(list(tasks))
     results: list[dict[str, Any]] = []
-    for task in tasks:
-        for i in range(kills):
-            results.append(c.kill_trial(task, i))
-        done = [r for r in results if r["task"] == task]
+    for task in tasks:  # trials until ``kills`` kill points landed (a kill can come after the task ended)
+        done: list[dict[str, Any]] = []
+        while sum(len(r["kills"]) for r in done) < kills and len(done) < 3 * kills:
+            done.append(c.kill_trial(task, len(done)))
+        results.extend(done)
         log(f"{task}: {sum(len(r['kills']) for r in done)} kills in {len(done)} trials, "
             f"{sum(r['ok'] for r in done)} identical to the reference")
     corrupted = [c.corrupt_trial(i) for i in range(corrupt)]
@@ -640,7 +642,8 @@ def summary_ok(summary: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kills", type=int, default=25, help="kill trials per task")
+    p.add_argument("--kills", type=int, default=25,
+                   help="kill points per task (trials run until this many kills landed)")
     p.add_argument("--corrupt", type=int, default=25, help="corruption trials")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma list of " + ", ".join(TASKS))
     p.add_argument("--seed", type=int, default=0)

@@ -148,5 +148,5 @@ def test_chaos_fast_subset(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert set(summary["kills"]) == {"generate", "train", "run"}
-    assert all(t["identical"] == t["trials"] == 2 and t["kills"] >= 2 for t in summary["kills"].values())
+    assert all(t["identical"] == t["trials"] and t["kills"] >= 2 for t in summary["kills"].values())
     assert summary["corruption"]["detected"] == summary["corruption"]["tried"] == 3
