@@ -224,6 +224,20 @@ def test_until_kept_reaches_targets_and_resumes(tmp_path):
         relabel_stage(cfg, tmp_path / "a", progress=False)
 
 
+@pytest.mark.parametrize("damaged", ["01_generate", "02_relabel"])
+def test_until_kept_recomputes_a_damaged_folder_to_the_same_rows(tmp_path, capsys, damaged):
+    cfg = cfg_for("relabel.until_kept=true")
+    _, rel = run_until_kept(cfg, tmp_path, False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    ref = list(Stage.load(rel).iter_rows())
+    (shard,) = (tmp_path / damaged).glob("*/shards/shard-00002.jsonl")
+    shard.write_bytes(shard.read_bytes()[:-10])
+    capsys.readouterr()
+    _, rel = run_until_kept(cfg, tmp_path, False, sampler=FakeSampler(), scorer=FakeScorer(cfg.labels))
+    err = capsys.readouterr().err
+    assert err.count("unigen: warning:") == 1 and "shard-00002.jsonl does not match its sha256" in err
+    assert list(Stage.load(rel).iter_rows()) == ref
+
+
 def test_until_kept_gives_up_with_a_warning(tmp_path):
     cfg = cfg_for("relabel.until_kept=true", "relabel.scoring_rule=nll", "relabel.max_generated_factor=2")
     with pytest.warns(UserWarning, match="targets unmet"):
