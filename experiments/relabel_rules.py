@@ -15,7 +15,8 @@ keep iff p(prompt label) > 1/K + T_RE), ``soft`` (keep every row but confident d
 (keep every row); and ``prompt`` (no relabeling: one-hot prompt labels, every row). Soft labels are
 ``softmax(-S / tau_RE)`` as in the relabel stage. No SunGen weights: every row may enter the memory bank.
 Test sets are the seeded ``--limit`` subsample with ``evaluate.sample_seed=0``; the prediction token limit
-is swept with ``--eval-len`` on the same trained model.
+is swept with ``--eval-len`` on the same trained model; each record also keeps the share of texts
+predicted positive per set (the task model's decision threshold on real text).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tu
 
 def train(args: argparse.Namespace) -> None:
     from unigen.config import load_config
-    from unigen.evaluation.evaluate import TaskModelClassifier, evaluate_classifier, load_eval_sets
+    from unigen.evaluation.evaluate import load_eval_sets
     from unigen.tam.train import train_task_model
 
     d = dict(np.load(args.scores, allow_pickle=True))
@@ -89,10 +90,14 @@ def train(args: argparse.Namespace) -> None:
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
     for length in (int(x) for x in args.eval_len.split(",")):
         model.spec = dataclasses.replace(model.spec, max_length=length)
-        res = evaluate_classifier(TaskModelClassifier(model, args.variant), sets)
-        record[f"avg@{length}"] = round(100 * res["average"], 2)
-        record[f"sets@{length}"] = {k: round(100 * v["accuracy"], 1)
-                                    for k, v in res.items() if k != "average"}
+        accs, pos = {}, {}
+        for ds in sets:
+            pred = model.predict_proba(list(ds.texts)).argmax(1)
+            accs[ds.name] = round(100 * float((pred == np.array(ds.labels)).mean()), 1)
+            pos[ds.name] = round(100 * float(pred.mean()), 1)
+        record[f"avg@{length}"] = round(float(np.mean(list(accs.values()))), 2)
+        record[f"sets@{length}"] = accs
+        record[f"predicted_positive@{length}"] = pos
     print(json.dumps(record), flush=True)
     with open(args.log, "a") as f:
         f.write(json.dumps(record) + "\n")
