@@ -34,7 +34,9 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=900,860", "--no-first-run", "--disable-extensions"):
+                "--window-size=900,860", "--no-first-run", "--disable-extensions",
+                # no host but loopback resolves: a page that fetched anything from the internet would break
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -124,3 +126,22 @@ def test_an_empty_text_asks_for_one(browser, server):
     browser.find_element(By.ID, "classify").click()
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text == "Type a text first."
+
+
+def test_the_api_docs_render_offline(browser, server):
+    """/docs (Swagger UI) and /redoc (ReDoc) render the operations from the server's own files, with every
+    other host unresolvable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, backend = server
+    browser.get(url + "/docs")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) >= 3)
+    paths = {e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/predict", "/health", "/model"} <= paths
+    assert "UniGen sentiment classifier" in browser.find_element(By.CSS_SELECTOR, ".info .title").text
+    _screenshot(browser, f"docs-{backend}.png")
+    browser.get(url + "/redoc")
+    wait.until(lambda d: "/predict" in d.find_element(By.TAG_NAME, "body").text)
+    _screenshot(browser, f"redoc-{backend}.png")

@@ -3,12 +3,14 @@ for a PyTorch and an exported ONNX model."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from unigen.cli import main
-from unigen.serve.app import create_app, load_model
+from unigen.serve.app import create_app, docs_assets_dir, load_model
 
 from tam_helpers import LABELS
 
@@ -75,6 +77,23 @@ def test_docs_and_page(client):
     html = page.text
     assert 'id="text"' in html and 'id="classify"' in html and "/predict" in html
     assert "http://" not in html and "https://" not in html  # nothing fetched from the internet
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_docs_need_no_network(client, path):
+    """Swagger UI and ReDoc load their scripts and styles from this server (fastapi-offline's files), not a
+    CDN: every URL in the page is local and answers 200 with content."""
+    assert docs_assets_dir() is not None, "pip install fastapi-offline (the serve extra)"
+    r = client.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "http://" not in r.text and "https://" not in r.text
+    urls = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert any(u.endswith(".js") for u in urls), urls
+    assert all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    assert "/openapi.json" in r.text
 
 
 def test_load_model_kinds(folders):

@@ -8,7 +8,10 @@ Endpoints::
     GET  /health    {"status": "ok", "backend", "labels"}
     GET  /model     what the model is: labels, backend, architecture, encoder, token limit, quantization,
                     parameters, the request limits, and the model card as JSON (front matter + sections)
-    GET  /docs      OpenAPI documentation (and /openapi.json)
+    GET  /docs      OpenAPI documentation: Swagger UI (and /redoc: ReDoc; /openapi.json: the schema), whose
+                    JS and CSS are served from /docs-assets/ out of the ``fastapi-offline`` package (Swagger
+                    UI 5, ReDoc 2), so the docs work with no network; without that package, FastAPI's
+                    default pages (which load them from a CDN)
 
 Limits: at most ``max_texts`` texts per request and ``max_chars`` characters per text; more is answered
 with 413 and a message that names the limit. A body that is not the schema (no text, both, wrong types,
@@ -24,12 +27,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from unigen import __version__
 
-__all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_TEXTS", "LoadedModel", "create_app", "load_model"]
+__all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_TEXTS", "LoadedModel", "create_app", "docs_assets_dir",
+           "load_model"]
 
 DEFAULT_MAX_TEXTS = 64
 DEFAULT_MAX_CHARS = 5_000
@@ -118,19 +123,68 @@ def _page() -> str:
     return resources.files("unigen.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+#: where the documentation pages' scripts and styles are served
+DOCS_ASSETS = "/docs-assets"
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+
+def docs_assets_dir() -> Path | None:
+    """The folder of Swagger UI's and ReDoc's files shipped by the ``fastapi-offline`` package (Swagger UI
+    is Apache-2.0, ReDoc MIT, the package MIT), or ``None`` when it is not installed."""
+    try:
+        folder = Path(str(resources.files("fastapi_offline").joinpath("static")))
+    except ModuleNotFoundError:
+        return None
+    return folder if all((folder / name).is_file() for name in DOCS_FILES) else None
+
+
+def _add_offline_docs(app: FastAPI, folder: Path) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) with their assets served from ``folder``."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(folder)), name="docs-assets")
+    openapi_url, redirect_url = app.openapi_url or "/openapi.json", app.swagger_ui_oauth2_redirect_url
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url, title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=(root + redirect_url) if redirect_url else None,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    if redirect_url:
+        @app.get(redirect_url, include_in_schema=False)
+        def swagger_ui_redirect() -> HTMLResponse:
+            return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=root + openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
 def create_app(model: LoadedModel | str | Path, *, max_texts: int = DEFAULT_MAX_TEXTS,
                max_chars: int = DEFAULT_MAX_CHARS) -> FastAPI:
     """The FastAPI application serving ``model`` (a :class:`LoadedModel` or a folder to load)."""
     from unigen.export.cards import parse_card
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    app = FastAPI(title="UniGen sentiment classifier", version=__version__,
+    assets = docs_assets_dir()
+    offline = {} if assets is None else {"docs_url": None, "redoc_url": None}
+    app = FastAPI(title="UniGen sentiment classifier", version=__version__, **offline,
                   description="A sentiment classifier trained by UniGen on synthetic data only. "
                   f"Labels: {', '.join(loaded.labels)}. At most {max_texts} texts per request and "
                   f"{max_chars} characters per text.")
     # a body larger than this cannot be a valid request: refused before it is parsed
     max_body = 4 * max_texts * (max_chars + 16) + 1024
     card = parse_card(loaded.card) if loaded.card else None
+    if assets is not None:
+        _add_offline_docs(app, assets)
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
