@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from unigen.cli import main
-from unigen.export.onnx_export import MaskedBiLSTM, export_onnx
+from unigen.export.onnx_export import (
+    CALIBRATION_TEXTS,
+    KEEP_FLOAT_SHARE,
+    MaskedBiLSTM,
+    _fake_int8,
+    export_onnx,
+    sensitive_linears,
+)
 from unigen.onnx import OnnxTaskModel
 from unigen.tam.lstm import LSTMEncoder
 from unigen.tam.model import TaskModel
@@ -105,7 +112,7 @@ def test_dynamic_batch_and_sequence_axes(trained, tmp_path):
 
 
 def test_int8_export_agrees_on_99_percent(trained, tmp_path):
-    _, model, folder = trained
+    kind, model, folder = trained
     fp32 = export_onnx(folder, tmp_path / "fp32", check=False)
     int8 = export_onnx(folder, tmp_path / "int8", quantize="int8")
     assert json.loads((int8 / "unigen_onnx.json").read_text())["quantization"] == "int8"
@@ -118,6 +125,51 @@ def test_int8_export_agrees_on_99_percent(trained, tmp_path):
                    for t in onnx.load(str(fp32 / "model.onnx")).graph.initializer)
     agreement = np.mean(np.array(quantized.predict(TEXTS)) == np.array(model.predict(TEXTS)))
     assert agreement >= 0.99
+    # the recipe: LSTM models quantize every op ONNX Runtime can; transformers only the encoder's MatMuls,
+    # keeping the most sensitive quarter of them (and the embeddings, the head) in float32
+    record = json.loads((int8 / "unigen_onnx.json").read_text())["int8"]
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "MatMulInteger")]
+    weights = {t.name for t in graph.initializer}
+    if kind == "lstm":
+        assert record["recipe"] == "dynamic" and record["kept_float"] == []
+        assert "DynamicQuantizeLSTM" in ops
+    else:
+        assert record["recipe"] == "dynamic-matmul-sensitive-float"
+        linears = [n for n, m in model.encoder.named_modules() if isinstance(m, torch.nn.Linear)]
+        assert len(record["kept_float"]) == round(KEEP_FLOAT_SHARE * len(linears)) > 0
+        assert set(record["kept_float"]) <= set(linears)
+        float_weight_matmuls = [n for n in matmuls if n.op_type == "MatMul" and n.input[1] in weights
+                                and n.name.startswith("/encoder/")]
+        int8_matmuls = [n for n in matmuls if n.op_type == "MatMulInteger"]
+        in_graph = len(float_weight_matmuls) + len(int8_matmuls)  # the unused BERT pooler is not
+        assert in_graph == sum(1 for n in linears if ".layer." in n)
+        kept_in_graph = [n for n in record["kept_float"] if ".layer." in n]
+        assert len(float_weight_matmuls) == len(kept_in_graph)
+        assert len(int8_matmuls) == in_graph - len(kept_in_graph)
+        assert all(n.name.startswith("/encoder/") for n in int8_matmuls)  # the head stays float32
+        embeddings = [t for t in graph.initializer if "word_embeddings" in t.name]
+        assert embeddings and embeddings[0].data_type == onnx.TensorProto.FLOAT  # embeddings stay float32
+
+
+def test_sensitive_linears_rank_the_encoder_layers(trained):
+    kind, model, _ = trained
+    if kind == "lstm":
+        pytest.skip("transformer encoders only")
+    ranked = sensitive_linears(model, CALIBRATION_TEXTS[:8])
+    linears = {n for n, m in model.encoder.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert {name for name, _, _ in ranked} == linears
+    scores = [score for _, _, score in ranked]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+
+
+def test_fake_int8_is_close_to_the_float_linear():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 4)
+    x = torch.randn(3, 5, 16)
+    exact = linear(x)
+    approx = _fake_int8(x, linear.weight, linear.bias)
+    assert approx.shape == exact.shape
+    assert 0 < float((approx - exact).abs().max()) < 0.05
 
 
 def test_the_runtime_needs_no_torch(trained, tmp_path):
