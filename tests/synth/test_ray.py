@@ -221,11 +221,11 @@ def test_killed_driver_resumes_to_the_same_rows(tmp_path, ray_cluster):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(out), *overrides], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # generous: a loaded 2-core CI machine starts Ray workers slowly
     try:
         while len(list((out / "shards").glob("shard-*.jsonl"))) < 3:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "the driver wrote no shards in 120 s"
+            assert time.time() < deadline, "the driver wrote fewer than 3 shards in 600 s"
             time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
