@@ -188,9 +188,19 @@ def test_mode_none_needs_no_model(tmp_path):
     assert st.manifest["counts"]["kept"] == 16 and st.manifest["rule"] == "none"
 
 
-def test_default_rule_is_the_centred_verbalizer(tmp_path):
+def test_default_rule_is_the_calibrated_verbalizer(tmp_path):
+    """No centring by default: no auto sample is scored, the content-free calibrated scores label rows."""
     cfg = load_config(None, BASE[:2])
-    assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores) == ("verbalizer", True)
+    assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores, cfg.scoring.calibrate) == (
+        "verbalizer", False, True)
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
+    out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels))
+    manifest = Stage.load(out, "relabel").manifest
+    assert manifest["rule"] == "verbalizer" and manifest["rule_choice"] == {"rule": "verbalizer"}
+
+
+def test_centred_verbalizer_scores_only_the_auto_sample_for_its_offset(tmp_path):
+    cfg = load_config(None, [*BASE[:2], "relabel.centre_scores=true"])
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
     scorer = FakeScorer(cfg.labels)
     out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=scorer)

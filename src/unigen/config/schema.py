@@ -160,9 +160,10 @@ class RelabelConfig:
         256, "auto rule: generated texts (first shard of each stream) scored both ways"
     )
     centre_scores: bool | None = setting(
-        True,
-        "subtract each label's mean score on the auto sample (prompt labels are balanced by construction); "
-        "None: tried as a candidate of the auto rule, off for an explicit rule (the paper: off)",
+        False,
+        "subtract each label's mean score on the auto sample (assumes the generated texts are balanced like "
+        "the prompts; SmolLM2's are mostly positive, results/quality.md); off: the verbalizer's content-free "
+        "calibration sets the neutral point; None: tried as a candidate of the auto rule",
     )
     until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
     max_generated_factor: float = setting(
