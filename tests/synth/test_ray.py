@@ -183,7 +183,7 @@ def test_ray_with_a_tiny_model_via_the_cli(tmp_path, ray_cluster, saved_llama, c
     its offset computed on a Ray actor) equal the local executor's folders."""
     overrides = [*BASE, "generate.samples_per_label=8", "generate.max_new_tokens=6",
                  f"generator={saved_llama}", "generate.backend=transformers", "scoring.backend=transformers",
-                 "relabel.auto_sample=8"]
+                 "relabel.auto_sample=8", "relabel.centre_scores=true"]
     cfg = load_config(None, overrides)
     gen_local = generate_stage(cfg, tmp_path / "a", progress=False)
     rel_local = relabel_stage(cfg, tmp_path / "a", progress=False)
