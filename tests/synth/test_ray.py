@@ -31,7 +31,7 @@ from unigen.synth.ray_executor import GenerateWorker, KeyLedger, check_executor,
 from unigen.synth.relabel import relabel_stage
 from unigen.synth.stage import synthesize
 
-from synth_fakes import PoolSampler, tiny_llama
+from synth_fakes import PoolSampler
 
 TESTS = Path(__file__).resolve().parents[1]
 BASE = ("generate.samples_per_label=24", "generate.shard_size=4", "run.actors=2")
@@ -66,15 +66,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def saved_llama(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lm")
-    model, tok = tiny_llama()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 # ---------------------------------------------------------------- without Ray

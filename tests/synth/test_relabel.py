@@ -255,15 +255,6 @@ def test_until_kept_gives_up_with_a_warning(tmp_path):
     assert Stage.load(rel).manifest["targets_met"] is False
 
 
-@pytest.fixture(scope="module")
-def saved_llama(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lm")
-    model, tok = tiny_llama()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def test_cli_commands_with_a_tiny_model_on_disk(tmp_path, capsys, saved_llama):
     settings = [
         x
