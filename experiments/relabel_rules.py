@@ -71,7 +71,7 @@ def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tu
 
 def train(args: argparse.Namespace) -> None:
     from unigen.config import load_config
-    from unigen.evaluation.evaluate import load_eval_sets
+    from unigen.evaluation.evaluate import TaskModelClassifier, accuracy, load_eval_sets
     from unigen.tam.train import train_task_model
 
     d = dict(np.load(args.scores, allow_pickle=True))
@@ -90,10 +90,10 @@ def train(args: argparse.Namespace) -> None:
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
     for length in (int(x) for x in args.eval_len.split(",")):
         model.spec = dataclasses.replace(model.spec, max_length=length)
-        accs, pos = {}, {}
+        classifier, accs, pos = TaskModelClassifier(model, args.variant), {}, {}
         for ds in sets:
-            pred = model.predict_proba(list(ds.texts)).argmax(1)
-            accs[ds.name] = round(100 * float((pred == np.array(ds.labels)).mean()), 1)
+            pred = np.asarray(classifier.predict_ids(ds.texts))
+            accs[ds.name] = round(100 * accuracy(ds.labels, pred), 1)
             pos[ds.name] = round(100 * float(pred.mean()), 1)
         record[f"avg@{length}"] = round(float(np.mean(list(accs.values()))), 2)
         record[f"sets@{length}"] = accs
