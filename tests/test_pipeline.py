@@ -129,3 +129,14 @@ def test_damaged_caches_are_reported_and_recomputed_to_the_same_rows(tmp_path, t
     assert digests() == before
     assert {k: v["custom"]["accuracy"] for k, v in again.items()} == {
         k: v["custom"]["accuracy"] for k, v in rows.items()}
+
+
+def test_prompting_baseline_scores_with_the_labelers_rule():
+    from unigen.pipeline import prompting_config
+
+    cfg = load_config(None, [])
+    assert cfg.relabel.scoring_rule == "verbalizer" and cfg.scoring.rule == "nll"
+    assert prompting_config(cfg).scoring.rule == "verbalizer"  # run.prompt_rule=relabel
+    assert prompting_config(load_config(None, ["run.prompt_rule=nll"])).scoring.rule == "nll"
+    assert prompting_config(load_config(None, ["relabel.scoring_rule=auto"])).scoring.rule == "nll"
+    assert prompting_config(cfg).relabel == cfg.relabel  # only the scoring rule changes

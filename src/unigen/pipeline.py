@@ -9,11 +9,12 @@ stopped: generation and relabeling by shard, weighting by outer epoch, training 
 
 The same weighted synthetic data feeds every task model in ``run.tams``; the results table puts them
 next to the baselines in ``run.baselines`` (VADER on the full sets, Prompting with the generator on a
-fixed subsample of ``run.prompt_limit`` rows per set).
+fixed subsample of ``run.prompt_limit`` rows per set, scored with ``run.prompt_rule``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 from collections.abc import Callable
@@ -39,6 +40,15 @@ def method_label(cfg: UniGenConfig) -> str:
     if cfg.run.ablations:
         name += " w/ " + ", ".join(cfg.run.ablations)
     return name
+
+
+def prompting_config(cfg: UniGenConfig) -> UniGenConfig:
+    """``cfg`` with the scoring rule of the Prompting baseline (``run.prompt_rule``): by default the relabel
+    stage's rule, so that the row shows the labeler the task models learnt from, used as a classifier."""
+    rule = cfg.run.prompt_rule
+    if rule == "relabel":
+        rule = cfg.relabel.scoring_rule if cfg.relabel.scoring_rule != "auto" else cfg.scoring.rule
+    return dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, rule=rule))
 
 
 def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = True,
@@ -82,10 +92,10 @@ def _run_pipeline(cfg: UniGenConfig, workdir: Path, *, progress: bool,
             rows["VADER"] = timed("evaluate vader", evaluate_stage, cfg, workdir, "vader", "vader",
                                   identity_of("vader", cfg), cfg.evaluate.limit, progress=progress)
         else:
-            spec = f"prompt:{cfg.generator}"
-            rows[f"Prompting {cfg.generator} ({cfg.scoring.rule})"] = timed(
-                "evaluate prompting", evaluate_stage, cfg, workdir, "prompt", spec, identity_of(spec, cfg),
-                cfg.run.prompt_limit, progress=progress)
+            spec, prompt_cfg = f"prompt:{cfg.generator}", prompting_config(cfg)
+            rows[f"Prompting {cfg.generator} ({prompt_cfg.scoring.rule})"] = timed(
+                "evaluate prompting", evaluate_stage, prompt_cfg, workdir, "prompt", spec,
+                identity_of(spec, prompt_cfg), cfg.run.prompt_limit, progress=progress)
     _write_results(workdir, rows, timings, time.perf_counter() - start, stages)
     return rows
 

@@ -46,6 +46,7 @@ def test_dotted_overrides_are_typed():
     ("relabel.threshold=1.5", "relabel.threshold"),
     ("relabel", "section.key=value"),
     ("labels=[positive]", "at least two"),
+    ("evaluate.engine=tensorrt", "evaluate.engine must be one of"),
 ])
 def test_bad_settings_fail_clearly(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -93,6 +94,7 @@ def test_paper_config_restores_the_papers_choices():
     assert (cfg.relabel.scoring_rule, cfg.relabel.centre_scores) == ("nll", False)
     assert (cfg.train.pooling, cfg.train.predict_max_length, cfg.train.max_length) == ("cls", None, 40)
     assert cfg.generate.backend == cfg.scoring.backend == "transformers"
+    assert cfg.weight.outer_epochs == 50 and load_config(None, []).weight.outer_epochs == 20
 
 
 # ---------------------------------------------------------------- hostile config files (property-based)

@@ -223,3 +223,32 @@ def test_the_embedded_minilm_exports_exactly(tmp_path):
     assert ids.shape[1] == 128  # a text was cut at the limit
     np.testing.assert_allclose(onnx_model.predict_proba(texts), model.predict_proba(texts), atol=1e-4)
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in (out / "README.md").read_text()
+
+
+def test_evaluation_engines_give_the_same_probabilities(trained, monkeypatch):
+    from unigen.evaluation import evaluate
+    from unigen.evaluation.evaluate import AutocastModel, TaskModelClassifier, eval_engine, load_task_model
+
+    kind, _, folder = trained
+    by_torch, by_onnx = load_task_model(folder, "pytorch", "cpu"), load_task_model(folder, "onnx", "cpu")
+    assert isinstance(by_torch, TaskModel) and isinstance(by_onnx, OnnxTaskModel)
+    expected = by_torch.predict_proba(TEXTS)
+    np.testing.assert_allclose(by_onnx.predict_proba(TEXTS, batch_size=16), expected, atol=1e-4)
+    by_bf16 = load_task_model(folder, "pytorch-bf16", "cpu")
+    assert isinstance(by_bf16, AutocastModel) and by_bf16.labels == LABELS
+    bf16 = by_bf16.predict_proba(TEXTS)
+    assert bf16.dtype == np.float32 and np.abs(bf16 - expected).max() < 0.05
+    assert not np.array_equal(bf16, expected)  # bf16 did run (emulated where the CPU lacks it)
+    ids = TaskModelClassifier(by_onnx, "m", batch_size=7, engine="onnx").predict_ids(TEXTS)
+    assert ids.tolist() == expected.argmax(axis=1).tolist()
+    with pytest.raises(ValueError, match="engine must be one of"):
+        load_task_model(folder, "auto")
+    architecture = "lstm" if kind == "lstm" else "transformer"
+    assert evaluate._architecture(folder) == architecture
+    for native, want in ((False, "onnx"), (True, "onnx" if kind == "lstm" else "pytorch-bf16")):
+        monkeypatch.setattr(evaluate, "native_bf16", lambda device, native=native: native)
+        assert eval_engine("auto", "cpu", architecture) == want
+    assert eval_engine("pytorch", "cpu", architecture) == "pytorch"
+    monkeypatch.setattr(evaluate, "find_spec", lambda name: None)  # no onnxruntime installed
+    monkeypatch.setattr(evaluate, "native_bf16", lambda device: False)
+    assert eval_engine("auto", "cpu", architecture) == "pytorch"

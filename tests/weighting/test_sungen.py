@@ -16,6 +16,7 @@ from unigen.weighting.sungen import (
     WeightState,
     class_balance_factors,
     hypergradient,
+    hypergradient_central,
     learn_sample_weights,
     outer_gradient,
     top_k_indices,
@@ -138,6 +139,30 @@ def test_hypergradient_equals_per_sample_closed_form():
     expected = -0.05 * s * (1 - s) / s.sum() * dots
     got = hypergradient(model, {"x": x}, targets, theta, g, inner_lr=0.05, batch_size=4)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_central_hypergradient_equals_the_double_backward_route(dtype):
+    """Forward passes only, on a float64 copy: the same dtheta, the model untouched, dropout masks shared."""
+    torch.manual_seed(0)
+    x, targets, theta = _tiny_problem(n=10, d=4)
+    model = MLP(4, hidden=5, as_object=True).to(dtype)
+    x, targets, theta = x.to(dtype), targets.to(dtype), theta.to(dtype)
+    g = _random_g(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    exact = hypergradient(model, {"x": x}, targets, theta, g, inner_lr=0.05, batch_size=4)
+    got = hypergradient_central(model, {"x": x}, targets, theta, g, inner_lr=0.05, batch_size=3)
+    assert got.dtype == dtype and exact.abs().min() > 0
+    torch.testing.assert_close(got, exact, rtol=1e-4, atol=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    zero = hypergradient_central(model, {"x": x}, targets, theta, [torch.zeros_like(gi) for gi in g],
+                                 inner_lr=0.05)
+    assert not zero.any()
+    dropped = factory(4, 4, dropout=0.5)().train()
+    g = _random_g(dropped)
+    torch.manual_seed(3)
+    a = hypergradient_central(dropped, {"x": x.float()}, targets.float(), theta.float(), g, inner_lr=0.05)
+    assert torch.isfinite(a).all() and a.abs().max() < 1.0  # different masks on the two sides would blow up
 
 
 def test_resume_gives_identical_theta(tmp_path):

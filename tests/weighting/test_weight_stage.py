@@ -12,7 +12,7 @@ from unigen.stages import Stage
 from unigen.tam.losses import soft_cross_entropy_per_sample
 from unigen.tam.model import TaskModel
 from unigen.weighting.stage import select_top, weight_file
-from unigen.weighting.sungen import hypergradient
+from unigen.weighting.sungen import hypergradient, hypergradient_central
 
 from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
@@ -110,6 +110,8 @@ def test_lstm_hypergradient_matches_per_sample_closed_form():
         expected[i] = -0.1 * s[i] * (1 - s[i]) / s.sum() * sum((gr * gi).sum() for gr, gi in zip(grads, g))
     got = hypergradient(model, inputs, targets, theta, g, inner_lr=0.1, batch_size=5)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+    central = hypergradient_central(model, inputs, targets, theta, g, inner_lr=0.1, batch_size=5)
+    torch.testing.assert_close(central, expected, rtol=1e-3, atol=1e-7)
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -25,6 +25,8 @@ DEFAULT_EPOCHS = {"lstm": 5, "transformer": 3}
 
 #: the engines ``generate.backend`` / ``scoring.backend`` can name (unigen.synth.backends)
 BACKENDS = ("transformers", "ctranslate2", "vllm")
+#: how ``evaluate`` runs a task model (unigen.evaluation.evaluate.load_classifier)
+EVAL_ENGINES = ("auto", "pytorch", "pytorch-bf16", "onnx")
 
 
 def _family(tam: str) -> str:
@@ -185,7 +187,8 @@ class WeightConfig:
 
     enabled: bool = setting(True, "learn weights; off means every sample has weight 1")
     tam: str = setting("lstm", "task model used inside the bi-level loop")
-    outer_epochs: int = setting(50, "outer iterations")
+    outer_epochs: int = setting(20, "outer iterations (paper: 50; at the default scale the weights only gate "
+                                "the memory bank, whose members are settled by about epoch 11)")
     outer_lr: float = setting(5e-2, "Adam lr on theta (paper 5e-2; paper code 0.1)")
     inner_lr: float | None = setting(None, "inner Adam lr; None: 1e-3 for the LSTM, 2e-5 for transformers")
     inner_epochs: int = setting(1, "inner epochs per outer iteration")
@@ -208,9 +211,15 @@ class WeightConfig:
         "keep this share of samples by weight instead (200k/900k = 0.2222 is the paper's ratio at its scale)",
     )
     batch_size: int = setting(32, "inner batch size")
+    hypergradient: str = setting(
+        "central",
+        "how <grad CE_i, g> is computed: central (central differences along g in float64, two forward "
+        "passes) or double_backward (the paper code's create_graph route); the same values to ~1e-4, "
+        "central ~5x faster", fingerprint="unless_default", legacy="double_backward")
 
     def __post_init__(self) -> None:
         _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
+        _one_of("weight.hypergradient", self.hypergradient, ("central", "double_backward"))
         _check(0.0 <= self.drop_lowest < 1.0, "weight.drop_lowest must be in [0, 1)")
         _check(self.keep_top is None or self.keep_top > 0, "weight.keep_top must be None or positive")
         _check(self.inner_lr is None or self.inner_lr > 0, "weight.inner_lr must be None or positive")
@@ -331,9 +340,14 @@ class EvalConfig:
     data_dir: str | None = setting(None, "folder with test/ and validation/ (default ../shared/datasets)",
                                    fingerprint=False)
     batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)
+    engine: str = setting("auto", "how task models predict: pytorch (float32), pytorch-bf16 (bfloat16 "
+                          "autocast), onnx (float32 ONNX Runtime on the CPU) or auto (transformers in bf16 "
+                          "where the device has native bf16, else onnx on a CPU, else pytorch)",
+                          fingerprint=False)
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit > 0, "evaluate.limit must be None or positive")
+        _one_of("evaluate.engine", self.engine, EVAL_ENGINES)
 
 
 @dataclass(frozen=True)
@@ -350,6 +364,10 @@ class RunConfig:
     tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
     baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
     prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
+    prompt_rule: str = setting(
+        "relabel", "scoring rule of the Prompting baseline: relabel (relabel.scoring_rule, so the row is the "
+        "labeler that taught the task models; scoring.rule when that is auto), nll (the paper's Prompting) "
+        "or verbalizer", fingerprint=False)
     executor: str = setting("local", "local | ray: where the generate and relabel shards run (ray: Ray "
                             "Data actors on RAY_ADDRESS or a local instance, same rows; "
                             "unigen.synth.ray_executor)", fingerprint=False)
@@ -368,6 +386,7 @@ class RunConfig:
                "run.cpus_per_actor must be positive and run.gpus_per_actor >= 0")
         for b in self.baselines:
             _one_of("run.baselines item", b, ("vader", "prompt"))
+        _one_of("run.prompt_rule", self.prompt_rule, ("relabel", "nll", "verbalizer"))
 
 
 @dataclass(frozen=True)

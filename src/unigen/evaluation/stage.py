@@ -62,5 +62,5 @@ def evaluate_stage(cfg: UniGenConfig, workdir: str | Path, name: str, spec: str,
     classifier = load_classifier(spec, cfg, progress=progress)
     results = evaluate_classifier(classifier, load_eval_sets(cfg.evaluate.datasets, cfg, limit))
     atomic_write_json(metrics_path, results)
-    stage.finish({"datasets": len(results) - 1, "name": name})
+    stage.finish({"datasets": len(results) - 1, "name": name, "engine": getattr(classifier, "engine", None)})
     return results

@@ -17,7 +17,9 @@ epoch ``t`` (docs/method.md §5.2):
    counts the kept validation rows, K_c those of class c and C' the classes present, so each class
    carries the same total weight; on class-balanced kept rows every factor is exactly 1, which is the
    paper's loss.
-4. One-step hypergradient, see :func:`hypergradient`.
+4. One-step hypergradient, see :func:`hypergradient` (``hypergradient="double_backward"``, the paper
+   code's route) or :func:`hypergradient_central` (``"central"``, the default: the same quantity from two
+   forward passes, ~5x faster).
 5. ``theta.grad = dtheta`` (assigned), ``clip_grad_norm_(theta, clip)``, Adam(``outer_lr``) step.
 
 Small data: why ``balance_classes``. With a few hundred rows and the LSTM task model, the paper's
@@ -58,6 +60,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +235,63 @@ def hypergradient(model: nn.Module, inputs: Inputs, targets: Tensor, theta: Tens
     return dtheta
 
 
+def hypergradient_central(model: nn.Module, inputs: Inputs, targets: Tensor, theta: Tensor,
+                          g: list[Tensor], *, inner_lr: float, batch_size: int = 256,
+                          rel_step: float = 1e-5) -> Tensor:
+    """The same ``dtheta`` as :func:`hypergradient`, from forward passes only (no double backward).
+
+    ``<grad_phi CE_i(phi_hat), g>`` is the derivative of ``CE_i`` along ``g``, taken by central differences
+    in float64 on a copy of the model:
+    ``D_i = (CE_i(phi_hat + eps g) - CE_i(phi_hat - eps g)) / (2 eps)``, ``eps = rel_step |phi_hat| / |g|``
+    (truncation error O(eps^2), rounding ~1e-16/eps relative), and
+    ``dtheta_i = -inner_lr sigmoid(theta_i)(1 - sigmoid(theta_i)) / S * D_i``, ``S = sum sigmoid(theta)``.
+    Two batched forward passes instead of a backward with ``create_graph`` and a second backward per batch:
+    ~5x faster for the LSTM on CPU, where packed sequences have no forward-mode AD. ``batch_size`` changes
+    only the speed.
+    """
+    n = _check_data(inputs, targets)
+    if theta.shape != (n,):
+        raise ValueError(f"theta must have shape ({n},); got {tuple(theta.shape)}")
+    params = _params(model)
+    if len(g) != len(params) or any(a.shape != b.shape for a, b in zip(g, params)):
+        raise ValueError("g must match the model's trainable parameters in number and shapes")
+    device = theta.device
+    g64 = [gi.detach().to(device=device, dtype=torch.float64) for gi in g]
+    g_norm = float(torch.sqrt(sum((gi ** 2).sum() for gi in g64)))
+    if g_norm == 0.0:
+        return torch.zeros_like(theta)
+    copy = deepcopy(model).to(torch.float64)
+    copy_params = _params(copy)
+    centre = [p.detach().clone() for p in copy_params]
+    phi_norm = float(torch.sqrt(sum((p ** 2).sum() for p in centre)))
+    eps = rel_step * max(phi_norm, 1.0) / g_norm
+    targets64 = targets.to(device=device, dtype=torch.float64)
+
+    def losses(sign: float) -> Tensor:
+        with torch.no_grad():
+            for p, c, gi in zip(copy_params, centre, g64):
+                p.copy_(c + sign * eps * gi)
+            out = torch.empty(n, dtype=torch.float64, device=device)
+            for idx, batch in _batches(inputs, torch.arange(n), batch_size, device):
+                idx = idx.to(device)
+                batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+                out[idx] = soft_cross_entropy_per_sample(_logits(copy, batch), targets64[idx])
+        return out
+
+    copy.train(model.training)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        states = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda])
+        plus = losses(1.0)
+        torch.set_rng_state(states[0])  # the same dropout masks on both sides
+        for d, st in zip(cuda, states[1]):
+            torch.cuda.set_rng_state(st, d)
+        minus = losses(-1.0)
+    directional = (plus - minus) / (2 * eps)
+    s = torch.sigmoid(theta.detach().to(torch.float64))
+    return (-inner_lr * s * (1 - s) / s.sum() * directional).to(theta.dtype)
+
+
 def _check_data(inputs: Inputs, targets: Tensor) -> int:
     if not isinstance(inputs, dict) or not inputs:
         raise ValueError("inputs must be a non-empty dict of tensors")
@@ -281,8 +341,11 @@ def _outer_epoch(make_model: Callable[[], nn.Module], inputs: Inputs, targets: T
     g, outer_loss = outer_gradient(model, inputs, targets, weights, valid_idx, robust_a=config.robust_a,
                                    drop_lowest=config.drop_lowest, batch_size=config.batch_size,
                                    balance_classes=config.balance_classes)
-    dtheta = hypergradient(model, inputs, targets, theta, g, inner_lr=config.inner_lr,
-                           batch_size=config.batch_size)
+    if config.hypergradient == "central":
+        dtheta = hypergradient_central(model, inputs, targets, theta, g, inner_lr=config.inner_lr)
+    else:
+        dtheta = hypergradient(model, inputs, targets, theta, g, inner_lr=config.inner_lr,
+                               batch_size=config.batch_size)
     return {"dtheta": dtheta, "inner_loss": inner_loss, "outer_loss": outer_loss}
 
 
