@@ -2,8 +2,8 @@
 
 A *classifier* is anything with ``predict_ids(texts) -> (N,) int array``. :func:`load_classifier`
 turns a model spec into one: ``vader``, ``prompt:<lm name or path>`` (the Prompting baseline, scored
-with :class:`unigen.synth.scoring.LMScorer`), or a trained task-model folder (run by PyTorch or, on CPU,
-by ONNX Runtime from a float32 export: ``evaluate.engine``).
+with :class:`unigen.synth.scoring.LMScorer`), or a trained task-model folder (run by PyTorch in float32
+or bfloat16, or by ONNX Runtime from a float32 export: ``evaluate.engine``, :func:`eval_engine`).
 """
 
 from __future__ import annotations
