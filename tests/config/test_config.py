@@ -95,6 +95,7 @@ def test_paper_config_restores_the_papers_choices():
     assert (cfg.train.pooling, cfg.train.predict_max_length, cfg.train.max_length) == ("cls", None, 40)
     assert cfg.generate.backend == cfg.scoring.backend == "transformers"
     assert cfg.weight.outer_epochs == 50 and load_config(None, []).weight.outer_epochs == 20
+    assert (cfg.run.prompt_rule, cfg.evaluate.engine) == ("nll", "pytorch")
 
 
 # ---------------------------------------------------------------- hostile config files (property-based)
