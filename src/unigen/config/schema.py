@@ -215,7 +215,7 @@ class WeightConfig:
         "central",
         "how <grad CE_i, g> is computed: central (central differences along g in float64, two forward "
         "passes) or double_backward (the paper code's create_graph route); the same values to ~1e-4, "
-        "central ~5x faster", fingerprint="unless_default", legacy="double_backward")
+        "central ~3x faster", fingerprint="unless_default", legacy="double_backward")
 
     def __post_init__(self) -> None:
         _check(self.outer_epochs > 0 and self.inner_epochs > 0, "weight epochs must be positive")
