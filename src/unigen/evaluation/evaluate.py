@@ -109,6 +109,11 @@ def native_bf16(device: str = "cpu") -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def _onnx_installed() -> bool:
+    """ONNX Runtime and the ONNX exporter are both importable."""
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+
+
 def eval_engine(engine: str, device: str, architecture: str = "transformer") -> str:
     """``evaluate.engine`` resolved for a task model of ``architecture`` (``transformer`` | ``lstm``).
 
@@ -124,7 +129,7 @@ def eval_engine(engine: str, device: str, architecture: str = "transformer") -> 
     device = pick_device(device)
     if architecture != "lstm" and native_bf16(device):
         return "pytorch-bf16"
-    if device != "cpu" or find_spec("onnxruntime") is None or find_spec("onnx") is None:
+    if device != "cpu" or not _onnx_installed():
         return "pytorch"
     return "onnx"
 
@@ -161,7 +166,7 @@ def load_task_model(path: str | Path, engine: str, device: str = "auto") -> Any:
     if engine not in EVAL_ENGINES or engine == "auto":
         raise ValueError(f"engine must be one of {', '.join(e for e in EVAL_ENGINES if e != 'auto')}; "
                          f"got {engine!r}")
-    if engine == "onnx" and (find_spec("onnxruntime") is None or find_spec("onnx") is None):
+    if engine == "onnx" and not _onnx_installed():
         raise ModelNotAvailable("evaluate.engine=onnx needs onnxruntime and onnx "
                                 "(pip install 'unigen-sentiment[onnx]'), or use evaluate.engine=pytorch")
     model = TaskModel.from_pretrained(path, device="cpu" if engine == "onnx" else pick_device(device))

@@ -213,12 +213,7 @@ def hypergradient(model: nn.Module, inputs: Inputs, targets: Tensor, theta: Tens
     ``dtheta_i = -inner_lr sigmoid(theta_i)(1 - sigmoid(theta_i)) / S <grad_phi CE_i(phi_hat), g>``.
     ``g`` is aligned with the model's trainable parameters; cuDNN is off (no double backward for RNNs).
     """
-    n = _check_data(inputs, targets)
-    if theta.shape != (n,):
-        raise ValueError(f"theta must have shape ({n},); got {tuple(theta.shape)}")
-    params = _params(model)
-    if len(g) != len(params) or any(a.shape != b.shape for a, b in zip(g, params)):
-        raise ValueError("g must match the model's trainable parameters in number and shapes")
+    n, params = _check_hypergradient_inputs(model, inputs, targets, theta, g)
     theta = theta.detach()
     total = torch.sigmoid(theta).sum()
     dtheta = torch.zeros_like(theta)
@@ -249,12 +244,7 @@ def hypergradient_central(model: nn.Module, inputs: Inputs, targets: Tensor, the
     ~3x faster for the LSTM on CPU (2.4 s instead of 7.6 s on 1,568 rows), where packed sequences have no
     forward-mode AD. ``batch_size`` changes only the speed.
     """
-    n = _check_data(inputs, targets)
-    if theta.shape != (n,):
-        raise ValueError(f"theta must have shape ({n},); got {tuple(theta.shape)}")
-    params = _params(model)
-    if len(g) != len(params) or any(a.shape != b.shape for a, b in zip(g, params)):
-        raise ValueError("g must match the model's trainable parameters in number and shapes")
+    n, params = _check_hypergradient_inputs(model, inputs, targets, theta, g)
     device = theta.device
     g64 = [gi.detach().to(device=device, dtype=torch.float64) for gi in g]
     g_norm = float(torch.sqrt(sum((gi ** 2).sum() for gi in g64)))
@@ -290,6 +280,18 @@ def hypergradient_central(model: nn.Module, inputs: Inputs, targets: Tensor, the
     directional = (plus - minus) / (2 * eps)
     s = torch.sigmoid(theta.detach().to(torch.float64))
     return (-inner_lr * s * (1 - s) / s.sum() * directional).to(theta.dtype)
+
+
+def _check_hypergradient_inputs(model: nn.Module, inputs: Inputs, targets: Tensor, theta: Tensor,
+                                g: list[Tensor]) -> tuple[int, list[Tensor]]:
+    """``(N, trainable parameters)`` after checking that theta is (N,) and g matches the parameters."""
+    n = _check_data(inputs, targets)
+    if theta.shape != (n,):
+        raise ValueError(f"theta must have shape ({n},); got {tuple(theta.shape)}")
+    params = _params(model)
+    if len(g) != len(params) or any(a.shape != b.shape for a, b in zip(g, params)):
+        raise ValueError("g must match the model's trainable parameters in number and shapes")
+    return n, params
 
 
 def _check_data(inputs: Inputs, targets: Tensor) -> int:
