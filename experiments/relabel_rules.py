@@ -6,7 +6,7 @@ Two steps, so that the LM scores once and every variant trains on exactly the sa
     python experiments/relabel_rules.py score GEN_DIR scores.npz [--rules verbalizer,nll]
     # 2. a MiniLM task model on one labelling of those texts, evaluated on the seven test sets
     python experiments/relabel_rules.py train scores.npz VARIANT [--set train.pooling=mean ...]
-        [--eval-len 40,128] [--limit 500] [--n 0] [--log results.jsonl]
+        [--eval-len 40,128] [--limit 500] [--n 0] [--log results.jsonl] [--save MODEL_DIR]
 
 ``GEN_DIR`` is a finished ``01_generate/<fingerprint>`` folder. Variants are ``<rule>-<filter>``: rules
 ``v`` (verbalizer, content-free calibrated), ``vc`` (verbalizer, each label's scores centred on the
@@ -86,8 +86,10 @@ def train(args: argparse.Namespace) -> None:
     result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False)
     record = {"variant": args.variant, "set": args.set, "seed": args.seed, "tau": args.tau,
               "rows": int(keep.sum()), "train_s": round(time.time() - tic, 1),
-              "best_epoch": result.best_epoch}
+              "best_epoch": result.best_epoch, "synthetic_valid_acc": round(100 * result.best_valid_acc, 2)}
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
+    if args.save:
+        model.save_pretrained(args.save)
     for length in (int(x) for x in args.eval_len.split(",")):
         model.spec = dataclasses.replace(model.spec, max_length=length)
         classifier, accs, pos = TaskModelClassifier(model, args.variant), {}, {}
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--tau", type=float, default=0.1, help="tau_RE of the soft labels")
     p.add_argument("--log", default="relabel_rules.jsonl")
+    p.add_argument("--save", help="also save the trained task model into this folder")
     p.set_defaults(run=train)
     args = parser.parse_args(argv)
     args.run(args)

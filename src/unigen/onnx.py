@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unigen.errors import ModelNotAvailable
+from unigen.tam.batching import padding_groups
 
 __all__ = ["ONNX_CONFIG", "OnnxTaskModel", "is_onnx_folder"]
 
@@ -140,7 +141,8 @@ class OnnxTaskModel:
     def predict_proba(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Class probabilities: ``(N, C)`` for a list of texts, ``(C,)`` for a single string.
 
-        As :meth:`TaskModel.predict_proba`: batches of texts of similar length, results in input order.
+        As :meth:`TaskModel.predict_proba`: batches of texts of similar length (cut further by token length,
+        :func:`~unigen.tam.batching.padding_groups`), results in input order.
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -151,8 +153,11 @@ class OnnxTaskModel:
         order = np.argsort([len(t) for t in items], kind="stable")
         for start in range(0, len(items), batch_size):
             idx = order[start : start + batch_size]
-            (probs,) = self.session.run(["probabilities"], self.encode([items[i] for i in idx]))
-            out[idx] = probs
+            encoded = self.encode([items[i] for i in idx])
+            for rows, width in padding_groups(encoded["attention_mask"]):
+                inputs = {k: v[rows, :width] for k, v in encoded.items()}
+                (probs,) = self.session.run(["probabilities"], inputs)
+                out[idx[rows]] = probs
         return out[0] if single else out
 
     def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:

@@ -93,6 +93,15 @@ def test_float32_export_matches_pytorch(trained, tmp_path):
         onnx_model.predict_proba(["ok", 3])
 
 
+def test_passes_cut_by_length_give_the_same_probabilities(trained, tmp_path, monkeypatch):
+    _, model, folder = trained
+    onnx_model = OnnxTaskModel.from_pretrained(export_onnx(folder, tmp_path / "onnx", check=False))
+    whole = onnx_model.predict_proba(TEXTS, batch_size=64)
+    monkeypatch.setattr("unigen.tam.batching.PASS_OVERHEAD_TOKENS", 1)  # cut nearly every batch
+    np.testing.assert_allclose(onnx_model.predict_proba(TEXTS, batch_size=64), whole, atol=1e-5)
+    np.testing.assert_allclose(model.predict_proba(TEXTS, batch_size=64), whole, atol=1e-4)
+
+
 def test_dynamic_batch_and_sequence_axes(trained, tmp_path):
     _, model, folder = trained
     onnx_model = OnnxTaskModel.from_pretrained(export_onnx(folder, tmp_path / "onnx", check=False))

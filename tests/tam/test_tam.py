@@ -179,10 +179,15 @@ def test_mean_pooling_ignores_padding_and_differs_from_cls(bert_dir):
         _build("bert", bert_dir, pooling="max")
 
 
-def test_predictions_keep_input_order_under_length_sorting(bert_dir):
-    model = _build("bert", bert_dir)
+@pytest.mark.parametrize("kind", ["bert", "lstm"])
+@pytest.mark.parametrize("overhead", [None, 1])  # 1: nearly every batch is cut into passes by length
+def test_predictions_keep_input_order_under_length_sorting(bert_dir, kind, overhead, monkeypatch):
+    if overhead is not None:
+        monkeypatch.setattr("unigen.tam.batching.PASS_OVERHEAD_TOKENS", overhead)
+    model = _build(kind, bert_dir if kind == "bert" else None)
     texts = ["good", "the movie was really very good , so lovely", "bad", "it was awful and boring !", "so"]
     together = model.predict_proba(texts, batch_size=2)
+    np.testing.assert_allclose(model.predict_proba(texts, batch_size=5), together, atol=1e-5)
     one_by_one = np.stack([model.predict_proba(t) for t in texts])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 

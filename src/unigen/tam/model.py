@@ -46,6 +46,7 @@ from unigen import __version__
 from unigen.errors import ModelNotAvailable
 from unigen.registry import from_pretrained, resolve
 from unigen.stages import atomic_folder, hashed_files, verify_files
+from unigen.tam.batching import padding_groups
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
 from unigen.tam.words import model_input
 
@@ -239,8 +240,10 @@ class TaskModel(nn.Module):
                  width: int) -> np.ndarray:
         """``pick(output)`` for every text, in eval mode (mode restored after), in the input order.
 
-        Batches are formed from texts of similar length (sorted by characters), so little of each
-        batch is padding; padding is masked, so the order changes nothing but the speed.
+        Batches are formed from texts of similar length (sorted by characters), and a batch whose token
+        lengths still differ much is cut further into forward passes by
+        :func:`~unigen.tam.batching.length_groups`, so little of each pass is padding; padding is
+        masked, so the grouping changes nothing but the speed.
         """
         bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
         if bad is not None:
@@ -252,8 +255,10 @@ class TaskModel(nn.Module):
         try:
             for start in range(0, len(items), batch_size):
                 idx = order[start : start + batch_size]
-                batch = {k: v.to(self.device) for k, v in self.encode([items[i] for i in idx]).items()}
-                out[idx] = pick(self(**batch)).float().cpu().numpy()
+                encoded = self.encode([items[i] for i in idx])
+                for rows, width in padding_groups(encoded["attention_mask"].numpy()):
+                    batch = {k: v[rows, :width].to(self.device) for k, v in encoded.items()}
+                    out[idx[rows]] = pick(self(**batch)).float().cpu().numpy()
         finally:
             self.train(was_training)
         return out
