@@ -7,7 +7,8 @@ Exports MODEL_DIR as float32 ONNX, as ``--quantize int8`` (the shipped recipe) a
 recipes of ``--variants`` (each a share of the encoder's MatMuls kept float32, the most sensitive first;
 ``0``: ONNX Runtime's dynamic quantization of every encoder MatMul), classifies ``--per-set`` texts of
 each of the seven test sets (at the model's token limit) with each and with PyTorch, and times batch-32
-classification of ``--speed-texts`` of them, the backends interleaved, ``--rounds`` times (median). Prints a JSON record.
+classification of ``--speed-texts`` of them, the backends interleaved, ``--rounds`` times (median).
+Prints a JSON record.
 """
 
 from __future__ import annotations
