@@ -55,3 +55,11 @@ def test_padding_groups_trim_each_pass_to_its_longest_row():
     # left padding (or holes) is not cut: one pass at the full width
     left = mask[:, ::-1]
     assert [(r.tolist(), w) for r, w in padding_groups(left, overhead=1)] == [([0, 1, 2, 3], 10)]
+
+
+def test_a_very_large_batch_is_cut_into_passes_of_bounded_rows():
+    from unigen.tam.batching import MAX_PASS_ROWS
+
+    groups = length_groups([7] * (2 * MAX_PASS_ROWS + 3))
+    assert max(len(g) for g in groups) <= MAX_PASS_ROWS
+    assert sum(len(g) for g in groups) == 2 * MAX_PASS_ROWS + 3

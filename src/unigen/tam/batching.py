@@ -13,20 +13,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PASS_OVERHEAD_TOKENS", "length_groups", "padding_groups"]
+__all__ = ["MAX_PASS_ROWS", "PASS_OVERHEAD_TOKENS", "length_groups", "padding_groups"]
 
 #: fixed cost of one forward pass in token positions: splitting must save at least this much padding
 PASS_OVERHEAD_TOKENS = 512
+#: most rows in one pass (bounds the search to O(N * MAX_PASS_ROWS) for a caller's very large batch)
+MAX_PASS_ROWS = 512
 
 
 def length_groups(lengths: Sequence[int] | np.ndarray, overhead: int | None = None) -> list[np.ndarray]:
     """Indices into ``lengths`` (token counts of one batch), grouped for separate forward passes.
 
-    Sorted by length, the groups are the contiguous runs that minimise
-    ``C = sum_g (overhead + n_g * max_len_g)`` (exact, by dynamic programming over the sorted lengths:
-    ``best[j] = min_i best[i] + overhead + (j - i) * len_(j-1)``). Every index appears once; each group
-    is in ascending length order, and groups are returned shortest first. ``overhead``: default
-    :data:`PASS_OVERHEAD_TOKENS`.
+    Sorted by length, the groups are the contiguous runs of at most :data:`MAX_PASS_ROWS` rows that
+    minimise ``C = sum_g (overhead + n_g * max_len_g)`` (exact, by dynamic programming over the sorted
+    lengths: ``best[j] = min_i best[i] + overhead + (j - i) * len_(j-1)``). Every index appears once;
+    each group is in ascending length order, and groups are returned shortest first. ``overhead``:
+    default :data:`PASS_OVERHEAD_TOKENS`.
     """
     overhead = PASS_OVERHEAD_TOKENS if overhead is None else overhead
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -38,10 +40,11 @@ def length_groups(lengths: Sequence[int] | np.ndarray, overhead: int | None = No
     best = np.zeros(n + 1)
     cut = np.zeros(n + 1, dtype=np.int64)
     for j in range(1, n + 1):
-        starts = np.arange(j)
-        costs = best[:j] + overhead + (j - starts) * sorted_len[j - 1]
-        cut[j] = int(costs.argmin())
-        best[j] = costs[cut[j]]
+        first = max(0, j - MAX_PASS_ROWS)
+        starts = np.arange(first, j)
+        costs = best[first:j] + overhead + (j - starts) * sorted_len[j - 1]
+        best_start = int(costs.argmin())
+        cut[j], best[j] = first + best_start, costs[best_start]
     groups, j = [], n
     while j > 0:
         groups.append(order[cut[j] : j])
