@@ -242,18 +242,22 @@ def test_wait_queues_behind_the_holder(tmp_path):
     holder.wait()
 
 
-def test_a_second_unigen_run_exits_with_one_line(tmp_path, capsys):
+def test_a_second_unigen_process_in_a_work_folder_exits_with_one_line(tmp_path, capsys):
     from unigen.cli import main
 
     holder = _holder(tmp_path, 60)
     try:
         assert main(["run", "--workdir", str(tmp_path), "--quiet"]) == 2
         assert main(["experiment", str(_experiment(tmp_path)), "--quiet"]) == 2
+        # the stage commands that write into a work folder take the same lock
+        rows = tmp_path.parent / "rows.jsonl"
+        for command in (["generate"], ["relabel"], ["weight", "--data", str(rows)], ["train", "--data", str(rows)]):
+            assert main([*command, "--workdir", str(tmp_path), "--quiet"]) == 2, command
     finally:
         holder.kill()
         holder.wait()
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(e.startswith("unigen: error: ") and f"(pid {holder.pid} " in e for e in err)
+    assert len(err) == 6 and all(e.startswith("unigen: error: ") and f"(pid {holder.pid} " in e for e in err)
 
 
 def _experiment(workdir):

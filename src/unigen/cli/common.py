@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from unigen.config import UniGenConfig, load_config
-from unigen.stages import STAGES, Stage
+from unigen.stages import STAGES, Stage, workdir_lock
 
 DEFAULT_WORKDIR = "runs/default"
 
@@ -48,6 +49,17 @@ def add_destination(p: argparse.ArgumentParser, stage: str) -> None:
         f"does (default: the workdir of the input stage folder, else {DEFAULT_WORKDIR})",
     )
     where.add_argument("--output", default=None, help="write the stage folder into exactly this folder")
+    add_wait(p)
+
+
+def stage_lock(args: argparse.Namespace, input_stage: str | Path | None = None
+               ) -> contextlib.AbstractContextManager:
+    """The work-folder lock (:func:`unigen.stages.workdir_lock`) that `unigen run` holds, for a stage command
+    writing into its work folder (:func:`workdir_of`), so two processes never fill one stage folder; none
+    with ``--output`` (an exact folder the user named)."""
+    if args.output:
+        return contextlib.nullcontext()
+    return workdir_lock(workdir_of(args, input_stage), wait=args.wait)
 
 
 def config(args: argparse.Namespace, overrides: list[str] | None = None) -> UniGenConfig:

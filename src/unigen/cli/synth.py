@@ -20,6 +20,7 @@ from unigen.cli.common import (
     config,
     progress,
     report,
+    stage_lock,
     workdir_of,
 )
 from unigen.errors import ConfigError
@@ -51,14 +52,15 @@ def run_generate(args: argparse.Namespace) -> int:
     from unigen.synth.stage import synthesize
 
     cfg = config(args)
-    if args.output:
-        if cfg.relabel.until_kept:
-            raise ConfigError("relabel.until_kept fills two stage folders: use --workdir, not --output")
-        path = generate_into(cfg, Path(args.output), progress(args))
-    elif cfg.relabel.until_kept:
-        path = synthesize(cfg, workdir_of(args), progress(args))[0]
-    else:
-        path = generate_stage(cfg, workdir_of(args), progress(args))
+    with stage_lock(args):
+        if args.output:
+            if cfg.relabel.until_kept:
+                raise ConfigError("relabel.until_kept fills two stage folders: use --workdir, not --output")
+            path = generate_into(cfg, Path(args.output), progress(args))
+        elif cfg.relabel.until_kept:
+            path = synthesize(cfg, workdir_of(args), progress(args))[0]
+        else:
+            path = generate_stage(cfg, workdir_of(args), progress(args))
     report(path)
     return 0
 
@@ -69,13 +71,14 @@ def run_relabel(args: argparse.Namespace) -> int:
     from unigen.synth.stage import synthesize
 
     cfg = config(args)
-    if args.output:
-        if args.input is None:
-            raise ConfigError("--output needs --input GEN_DIR")
-        path = relabel_into(cfg, args.input, Path(args.output), progress(args))
-    elif cfg.relabel.until_kept:
-        path = synthesize(cfg, workdir_of(args, args.input), progress(args))[1]
-    else:
-        path = relabel_stage(cfg, workdir_of(args, args.input), args.input, progress(args))
+    with stage_lock(args, args.input):
+        if args.output:
+            if args.input is None:
+                raise ConfigError("--output needs --input GEN_DIR")
+            path = relabel_into(cfg, args.input, Path(args.output), progress(args))
+        elif cfg.relabel.until_kept:
+            path = synthesize(cfg, workdir_of(args, args.input), progress(args))[1]
+        else:
+            path = relabel_stage(cfg, workdir_of(args, args.input), args.input, progress(args))
     report(path)
     return 0

@@ -20,7 +20,15 @@ import sys
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from unigen.cli.common import add_config_args, add_destination, config, progress, report, workdir_of
+from unigen.cli.common import (
+    add_config_args,
+    add_destination,
+    config,
+    progress,
+    report,
+    stage_lock,
+    workdir_of,
+)
 from unigen.errors import DataError
 from unigen.registry import pick_device
 from unigen.stages import STAGES, check_unicode
@@ -55,11 +63,12 @@ def run_weight(args: argparse.Namespace) -> int:
     from unigen.weighting.stage import weight_file, weight_stage  # torch
 
     cfg, data = config(args), Path(args.data)
-    if data.is_dir():
-        path = weight_stage(cfg, workdir_of(args, data), data, progress=progress(args), path=args.output)
-    else:
-        path = weight_file(data, cfg, workdir=None if args.output else workdir_of(args), path=args.output,
-                           progress=progress(args))
+    with stage_lock(args, data if data.is_dir() else None):
+        if data.is_dir():
+            path = weight_stage(cfg, workdir_of(args, data), data, progress=progress(args), path=args.output)
+        else:
+            path = weight_file(data, cfg, workdir=None if args.output else workdir_of(args), path=args.output,
+                               progress=progress(args))
     report(path)
     return 0
 
@@ -88,12 +97,13 @@ def run_train(args: argparse.Namespace) -> int:
     from unigen.tam.stage import MODEL_DIR, train_file, train_stage  # torch
 
     cfg, data = config(args), Path(args.data)
-    if data.is_dir():
-        path = train_stage(cfg, workdir_of(args, data), data, progress=progress(args), path=args.output,
-                           keep_checkpoint=args.keep_checkpoint)
-    else:
-        path = train_file(data, cfg, workdir=None if args.output else workdir_of(args), path=args.output,
-                          progress=progress(args), keep_checkpoint=args.keep_checkpoint)
+    with stage_lock(args, data if data.is_dir() else None):
+        if data.is_dir():
+            path = train_stage(cfg, workdir_of(args, data), data, progress=progress(args), path=args.output,
+                               keep_checkpoint=args.keep_checkpoint)
+        else:
+            path = train_file(data, cfg, workdir=None if args.output else workdir_of(args), path=args.output,
+                              progress=progress(args), keep_checkpoint=args.keep_checkpoint)
     report(path)
     print(f"  model: {path / MODEL_DIR}")
     return 0
