@@ -251,7 +251,8 @@ def test_a_second_unigen_process_in_a_work_folder_exits_with_one_line(tmp_path, 
         assert main(["experiment", str(_experiment(tmp_path)), "--quiet"]) == 2
         # the stage commands that write into a work folder take the same lock
         rows = tmp_path.parent / "rows.jsonl"
-        for command in (["generate"], ["relabel"], ["weight", "--data", str(rows)], ["train", "--data", str(rows)]):
+        for command in (["generate"], ["relabel"], ["weight", "--data", str(rows)],
+                        ["train", "--data", str(rows)]):
             assert main([*command, "--workdir", str(tmp_path), "--quiet"]) == 2, command
     finally:
         holder.kill()
