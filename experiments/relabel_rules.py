@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def labelling(d: dict, variant: str, n: int, tau: float, threshold: float) -> tu
 
 
 def train(args: argparse.Namespace) -> None:
+    import torch
+
     from unigen.config import load_config
-    from unigen.evaluation.evaluate import TaskModelClassifier, accuracy, load_eval_sets
+    from unigen.evaluation.evaluate import load_eval_sets
     from unigen.tam.train import train_task_model
 
     d = dict(np.load(args.scores, allow_pickle=True))
@@ -83,16 +86,35 @@ def train(args: argparse.Namespace) -> None:
     overrides = [s if s.startswith("train.") else f"train.{s}" for s in args.set]
     cfg = load_config(None, [*overrides, f"seed={args.seed}", "evaluate.sample_seed=0"])
     tic = time.time()
-    result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False)
+    with tempfile.TemporaryDirectory() as workdir:
+        result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False, workdir=workdir)
+        best_state = torch.load(Path(workdir) / "checkpoint.pt", weights_only=True)["state"]["best_state"]
     record = {"variant": args.variant, "set": args.set, "seed": args.seed, "tau": args.tau,
               "rows": int(keep.sum()), "train_s": round(time.time() - tic, 1),
               "best_epoch": result.best_epoch, "synthetic_valid_acc": round(100 * result.best_valid_acc, 2)}
     model, sets = result.model, load_eval_sets("all", cfg, limit=args.limit)
     if args.save:
         model.save_pretrained(args.save)
-    for length in (int(x) for x in args.eval_len.split(",")):
+    lengths = [int(x) for x in args.eval_len.split(",")]
+    record.update(_evaluate(model, sets, lengths, args.variant))
+    if result.averaged:  # the same run's best epoch, for comparison
+        best_acc = max(h["valid_acc"] for h in result.history)
+        model.load_state_dict(best_state)
+        record["best_epoch_model"] = {"synthetic_valid_acc": round(100 * best_acc, 2),
+                                      **_evaluate(model, sets, lengths, args.variant)}
+    print(json.dumps(record), flush=True)
+    with open(args.log, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _evaluate(model, sets, lengths: list[int], name: str) -> dict:
+    """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit."""
+    from unigen.evaluation.evaluate import TaskModelClassifier, accuracy
+
+    record: dict = {}
+    for length in lengths:
         model.spec = dataclasses.replace(model.spec, max_length=length)
-        classifier, accs, pos = TaskModelClassifier(model, args.variant), {}, {}
+        classifier, accs, pos = TaskModelClassifier(model, name), {}, {}
         for ds in sets:
             pred = np.asarray(classifier.predict_ids(ds.texts))
             accs[ds.name] = round(100 * accuracy(ds.labels, pred), 1)
@@ -100,9 +122,7 @@ def train(args: argparse.Namespace) -> None:
         record[f"avg@{length}"] = round(float(np.mean(list(accs.values()))), 2)
         record[f"sets@{length}"] = accs
         record[f"predicted_positive@{length}"] = pos
-    print(json.dumps(record), flush=True)
-    with open(args.log, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

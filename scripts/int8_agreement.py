@@ -5,7 +5,8 @@
 
 Exports MODEL_DIR as float32 ONNX, as ``--quantize int8`` (the shipped recipe) and by the other int8
 recipes of ``--variants`` (each a share of the encoder's MatMuls kept float32, the most sensitive first;
-``0``: ONNX Runtime's dynamic quantization of every encoder MatMul), classifies ``--per-set`` texts of
+``0``: ONNX Runtime's dynamic quantization of every encoder MatMul; or ``nbits<B>-<block>``: block-wise
+weight-only B-bit weights with int8 compute, see ``_weight_only``), classifies ``--per-set`` texts of
 each of the seven test sets (at the model's token limit) with each and with PyTorch, and times batch-32
 classification of ``--speed-texts`` of them, the backends interleaved, ``--rounds`` times (median).
 Prints a JSON record.
@@ -43,8 +44,29 @@ def int8_variant(model: TaskModel, fp32: Path, out: Path, variant: str) -> Path:
         if f.name != ONNX_NAME:
             (out / f.name).write_bytes(f.read_bytes())
     _export_graph(model, out / ONNX_NAME, OPSET)
-    _quantize(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=float(variant)))
+    if variant.startswith("nbits"):
+        _weight_only(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=0.0), variant)
+    else:
+        _quantize(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=float(variant)))
     return out
+
+
+def _weight_only(path: Path, plan: dict, variant: str) -> None:
+    """``nbits<B>-<block>``: block-wise weight-only quantization of the plan's MatMuls to B bits
+    (``MatMulNBits``, symmetric, int8 compute: ``accuracy_level=4``; needs PyPI ``onnx_ir``)."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    bits, block = (int(x) for x in variant[len("nbits"):].split("-"))
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=4, bits=bits)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), bits=bits, block_size=block, is_symmetric=True,
+                                     accuracy_level=4, nodes_to_include=plan["nodes_to_quantize"],
+                                     algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
 
 
 def main() -> None:

@@ -282,3 +282,40 @@ def test_mean_pooling_and_prediction_limit_are_saved(bert_dir, tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
     cls_model = _train(rows, pooling="cls", predict_max_length=None, **cfg).model
     assert cls_model.spec.pooling == "cls" and cls_model.spec.max_length == 8
+
+
+# ---------------------------------------------------------------- weight averaging
+
+def test_weight_average_is_the_mean_of_the_weights_after_each_late_step(monkeypatch):
+    seen = []
+    original = train_mod._Loop.step
+
+    def record(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(train_mod._Loop, "step", record)
+    result = _train(sentiment_rows(34), epochs=2, average_from=0.5)  # 31 train rows: 4 steps x 2 epochs
+    assert len(seen) == 8 and result.averaged and result.completed and result.best_epoch == 2
+    for name, value in result.model.state_dict().items():
+        if value.is_floating_point():
+            expected = torch.stack([s[name] for s in seen[4:]]).mean(0)
+            torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert 0.0 <= result.best_valid_acc <= 1.0
+    assert TrainConfig(average_from=0.9).average_start(8) == 7  # always at least the last step
+    assert TrainConfig().average_start(8) is None and not _train(sentiment_rows(34), epochs=1).averaged
+    with pytest.raises(ValueError, match="average_from"):
+        TrainConfig(average_from=1.0)
+
+
+def test_resume_with_weight_averaging_matches_uninterrupted_run(tmp_path):
+    rows = sentiment_rows(40)
+    cfg = TrainConfig(**LSTM, epochs=3, average_from=0.3)
+    common = {"seed": 1, "vectors": fake_vectors(), "progress": False}
+    full = train_task_model(rows, cfg, LABELS, **common)
+    train_task_model(rows, cfg, LABELS, workdir=tmp_path, max_epochs_this_run=1, **common)
+    resumed = train_task_model(rows, cfg, LABELS, workdir=tmp_path, **common)
+    assert resumed.averaged and resumed.best_valid_acc == full.best_valid_acc
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name

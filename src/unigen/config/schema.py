@@ -284,12 +284,19 @@ class TrainConfig:
                             fingerprint="unless_default")
     schedule: str = setting("constant", "constant | linear: lr decays linearly to 0 at the last step",
                             fingerprint="unless_default")
+    average_from: float | None = setting(
+        None, "share of the optimiser steps after which the weights after every step are averaged into "
+        "the returned model (stochastic weight averaging, as SWAD for domain generalization); None: the "
+        "best epoch on synthetic validation (the paper)", fingerprint="unless_default",
+    )
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
         _one_of("train.pooling", self.pooling, ("cls", "mean"))
         _one_of("train.schedule", self.schedule, ("constant", "linear"))
         _check(0.0 <= self.warmup < 1.0, "train.warmup must be in [0, 1)")
+        _check(self.average_from is None or 0.0 <= self.average_from < 1.0,
+               "train.average_from must be None or in [0, 1)")
         _check(self.min_steps >= 0, "train.min_steps must be >= 0")
         _check(self.predict_max_length is None or self.predict_max_length > 0,
                "train.predict_max_length must be None or positive")
@@ -327,6 +334,12 @@ class TrainConfig:
         if self.schedule == "linear":
             return max(0.0, (total_steps - step) / max(1, total_steps - warm))
         return 1.0
+
+    def average_start(self, total_steps: int) -> int | None:
+        """Steps after which weight averaging starts (``round(average_from * total_steps)``), or None."""
+        if self.average_from is None:
+            return None
+        return min(total_steps - 1, round(self.average_from * total_steps))
 
 
 @dataclass(frozen=True)

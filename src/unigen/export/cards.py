@@ -183,15 +183,18 @@ def _data_section(training: Mapping[str, Any]) -> str:
 
 SETTING_KEYS = ("epochs", "lr", "batch_size", "max_length", "targets", "scl_weight", "scl_temperature",
                 "denoise_bank", "bank_size", "bank_threshold", "momentum", "pooling", "warmup", "schedule",
-                "min_steps", "valid_fraction")
+                "min_steps", "average_from", "valid_fraction")
 
 
 def _training_section(training: Mapping[str, Any]) -> str:
     settings = training.get("settings") or {}
     names = {"max_length": "max_length (training; predictions use the token limit above)"}
     rows = [[names.get(k, k), f"`{settings[k]}`"] for k in SETTING_KEYS if k in settings]
-    for key, label in (("seed", "seed"), ("epochs", "epochs run"), ("best_epoch", "best epoch"),
-                       ("best_valid_acc", "best accuracy on the held-out synthetic rows")):
+    averaged = bool(training.get("averaged"))
+    chosen = (("best_epoch", "weights averaged up to epoch"), ("best_valid_acc", "accuracy of the averaged "
+              "weights on the held-out synthetic rows")) if averaged else (
+        ("best_epoch", "best epoch"), ("best_valid_acc", "best accuracy on the held-out synthetic rows"))
+    for key, label in (("seed", "seed"), ("epochs", "epochs run"), *chosen):
         if training.get(key) is not None:
             value = training[key]
             rows.append([label, f"{_pct(value)}%" if key == "best_valid_acc" else f"`{value}`"])

@@ -40,6 +40,7 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
     result.model.save_pretrained(stage.path / MODEL_DIR, training={
         "rows": len(data.texts), "seed": cfg.seed, "epochs": len(result.history),
         "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history,
+        "averaged": result.averaged,
         "settings": train_settings(cfg, tam)["train"], "data": provenance or {},
         **({"source": source} if source else {})})
     if not keep_checkpoint:
@@ -49,6 +50,7 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
             "rows": len(data.texts),
             "best_epoch": result.best_epoch,
             "best_valid_acc": result.best_valid_acc,
+            "averaged": result.averaged,
             "tam": tam,
         },
         **({"data": source} if source else {}),

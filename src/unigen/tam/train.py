@@ -16,7 +16,12 @@ off). Then Adam steps (grad-norm clip) and the momentum encoder is updated,
 momentum model.
 
 Model selection: ``valid_fraction`` of the rows (seeded split) is held out; after every epoch the
-accuracy against hard labels is measured and the best epoch's weights are returned.
+accuracy against hard labels is measured and the best epoch's weights are returned. With
+``average_from = f`` the returned model is instead the uniform average of the weights after every
+optimiser step ``s > round(f * S)`` of the ``S`` steps (stochastic weight averaging; dense averaging
+as in SWAD, Cha et al. 2021, which finds flatter minima that transfer better across domains)::
+
+    theta_avg = 1 / n * sum_{s > round(f S)} theta_s,   kept as avg_n = avg_{n-1} + (theta_n - avg_{n-1}) / n
 
 Determinism and resuming: every random draw of epoch ``e`` (shuffle, dropout) comes from
 ``(seed, e)`` inside a forked RNG, so a checkpoint (model, momentum model, optimiser, memory bank,
@@ -60,6 +65,8 @@ class TrainResult:
     """The best-epoch model (eval mode), one metrics dict per finished epoch, and the chosen epoch.
 
     ``completed`` is false when ``max_epochs_this_run`` stopped the run early (resume it later).
+    ``averaged``: the model is the weight average (``train.average_from``); ``best_epoch`` is then the
+    last epoch and ``best_valid_acc`` the average's synthetic validation accuracy.
     """
 
     model: TaskModel
@@ -67,6 +74,7 @@ class TrainResult:
     best_epoch: int
     best_valid_acc: float
     completed: bool = True
+    averaged: bool = False
 
 
 def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +114,32 @@ def _accuracy(
     return correct / max(1, len(labels))
 
 
+class _WeightAverage:
+    """Uniform running mean of a model's floating-point weights (module docstring)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.count += 1
+        current = model.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for key, value in current.items():
+            if value.is_floating_point():
+                self.state[key].add_(value - self.state[key], alpha=1.0 / self.count)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "state": None if self.state is None else _cpu(self.state)}
+
+    def load_state_dict(self, saved: dict[str, Any], device: torch.device) -> None:
+        self.count = int(saved["count"])
+        self.state = None if saved["state"] is None else {k: v.to(device) for k, v in saved["state"].items()}
+
+
 class _Loop:
     """The mutable state of one run: online model, momentum model, optimiser, memory bank, step counter."""
 
@@ -126,6 +160,8 @@ class _Loop:
         self.bank = MemoryBank(config.bank_size, config.projection_dim, device=self.device)
         self.step_count = 0
         self.total_steps = total_steps
+        self.average_start = config.average_start(total_steps)
+        self.average = _WeightAverage() if self.average_start is not None else None
         self._set_lr()
 
     def _set_lr(self) -> None:
@@ -166,6 +202,8 @@ class _Loop:
         self._set_lr()
         if self.momentum is not None:
             momentum_update(self.model, self.momentum, self.config.momentum)
+        if self.average is not None and self.step_count > self.average_start:
+            self.average.update(self.model)
         return loss.item(), ce.item(), scl.item()
 
     def state_dict(self) -> dict[str, Any]:
@@ -175,6 +213,7 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(),
             "bank": self.bank.state_dict(),
             "step": self.step_count,
+            "average": None if self.average is None else self.average.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,6 +223,8 @@ class _Loop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.load_state_dict(state["bank"])
         self.step_count = int(state["step"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"], self.device)
         self._set_lr()
 
 
@@ -298,8 +339,13 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
                                 "state": state}, ckpt_path)
             write_jsonl_atomic(metrics_path, state["history"])
 
+    completed = state["epoch"] >= epochs
+    if completed and loop.average is not None and loop.average.state is not None:
+        model.load_state_dict(loop.average.state)
+        acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size)
+        model.eval()
+        return TrainResult(model, state["history"], state["epoch"], acc, completed=True, averaged=True)
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model.eval()
-    return TrainResult(model, state["history"], state["best_epoch"], state["best_acc"],
-                       completed=state["epoch"] >= epochs)
+    return TrainResult(model, state["history"], state["best_epoch"], state["best_acc"], completed=completed)
