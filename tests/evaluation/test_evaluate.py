@@ -113,3 +113,21 @@ def test_subsample_follows_sample_seed_not_run_seed():
     assert (
         rows("seed=1", "evaluate.sample_seed=7") == rows("seed=2", "evaluate.sample_seed=7") == rows("seed=7")
     )
+
+
+def test_an_explicit_engine_gets_its_own_evaluation_cache(tmp_path):
+    from unigen.config import load_config
+    from unigen.evaluation.stage import evaluate_settings, identity_of
+
+    model = tmp_path / "model"
+    model.mkdir()
+
+    def key(spec, engine):
+        cfg = load_config(None, [f"evaluate.engine={engine}"])
+        return evaluate_settings(cfg, identity_of(spec, cfg), None)
+
+    auto = load_config(None, [])
+    assert identity_of(str(model), auto) == {"model": str(model.resolve())}  # auto: the key as before
+    keys = {engine: key(str(model), engine) for engine in ("auto", "pytorch", "pytorch-bf16", "onnx")}
+    assert len({json.dumps(k, sort_keys=True) for k in keys.values()}) == 4
+    assert key("vader", "pytorch") == key("vader", "auto")  # only task models have engines

@@ -26,7 +26,8 @@ def identity_of(spec: str, cfg: UniGenConfig) -> dict[str, Any]:
 
     ``vader`` -> the VADER version; ``prompt:<lm>`` -> generator, scoring settings and labels; a train stage
     folder (or its ``model/``) -> the train fingerprint, as ``unigen run`` records it; any other model folder
-    -> its resolved path.
+    -> its resolved path; for task models also ``evaluate.engine`` when it is not ``auto`` (float32, bf16
+    and ONNX Runtime can differ in a few labels, so their metrics are cached apart).
     """
     if spec == "vader":
         return {"vader": VADER_VERSION}
@@ -36,8 +37,13 @@ def identity_of(spec: str, cfg: UniGenConfig) -> dict[str, Any]:
     path = Path(spec)
     stage_path = path.parent if path.name == "model" else path
     if (stage_path / "manifest.json").is_file():
-        return {"train": Stage.load(stage_path, "train").fingerprint}
-    return {"model": str(path.resolve())}
+        identity: dict[str, Any] = {"train": Stage.load(stage_path, "train").fingerprint}
+    else:
+        identity = {"model": str(path.resolve())}
+    # an engine named explicitly gets its own cache; "auto" keeps the key it had before engines existed
+    if cfg.evaluate.engine != "auto":
+        identity["engine"] = cfg.evaluate.engine
+    return identity
 
 
 def evaluate_settings(cfg: UniGenConfig, identity: dict[str, Any], limit: int | None) -> dict[str, Any]:
