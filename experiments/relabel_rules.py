@@ -86,9 +86,12 @@ def train(args: argparse.Namespace) -> None:
     overrides = [s if s.startswith("train.") else f"train.{s}" for s in args.set]
     cfg = load_config(None, [*overrides, f"seed={args.seed}", "evaluate.sample_seed=0"])
     tic = time.time()
-    with tempfile.TemporaryDirectory() as workdir:
+    best = None  # with weight averaging, the same run's best epoch (from its checkpoint), for comparison
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = tmp if cfg.train.average_from is not None else None
         result = train_task_model(rows, cfg.train, cfg.labels, seed=cfg.seed, progress=False, workdir=workdir)
-        best_state = torch.load(Path(workdir) / "checkpoint.pt", weights_only=True)["state"]["best_state"]
+        if result.averaged:
+            best = torch.load(Path(tmp) / "checkpoint.pt", weights_only=True)["state"]
     record = {"variant": args.variant, "set": args.set, "seed": args.seed, "tau": args.tau,
               "rows": int(keep.sum()), "train_s": round(time.time() - tic, 1),
               "best_epoch": result.best_epoch, "synthetic_valid_acc": round(100 * result.best_valid_acc, 2)}
@@ -97,10 +100,10 @@ def train(args: argparse.Namespace) -> None:
         model.save_pretrained(args.save)
     lengths = [int(x) for x in args.eval_len.split(",")]
     record.update(_evaluate(model, sets, lengths, args.variant))
-    if result.averaged:  # the same run's best epoch, for comparison
-        best_acc = max(h["valid_acc"] for h in result.history)
-        model.load_state_dict(best_state)
-        record["best_epoch_model"] = {"synthetic_valid_acc": round(100 * best_acc, 2),
+    if best is not None:
+        model.load_state_dict(best["best_state"])
+        record["best_epoch_model"] = {"best_epoch": best["best_epoch"],
+                                      "synthetic_valid_acc": round(100 * best["best_acc"], 2),
                                       **_evaluate(model, sets, lengths, args.variant)}
     print(json.dumps(record), flush=True)
     with open(args.log, "a") as f:
