@@ -99,7 +99,10 @@ def train(args: argparse.Namespace) -> None:
     if args.save:
         model.save_pretrained(args.save)
     lengths = [int(x) for x in args.eval_len.split(",")]
-    record.update(_evaluate(model, sets, lengths, args.variant))
+    probs_out: dict = {}
+    record.update(_evaluate(model, sets, lengths, args.variant, probs_out))
+    if args.probs:  # per-text positive probabilities, for post-hoc analyses (ensembles, thresholds)
+        np.savez(args.probs, **probs_out, **{f"{ds.name}:y": np.asarray(ds.labels) for ds in sets})
     if best is not None:
         model.load_state_dict(best["best_state"])
         record["best_epoch_model"] = {"best_epoch": best["best_epoch"],
@@ -110,16 +113,20 @@ def train(args: argparse.Namespace) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _evaluate(model, sets, lengths: list[int], name: str) -> dict:
-    """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit."""
-    from unigen.evaluation.evaluate import TaskModelClassifier, accuracy
+def _evaluate(model, sets, lengths: list[int], name: str, probs_out: dict | None = None) -> dict:
+    """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit;
+    ``probs_out`` (if given) receives each set's positive-class probabilities under ``<set>@<length>``."""
+    from unigen.evaluation.evaluate import accuracy
 
     record: dict = {}
     for length in lengths:
         model.spec = dataclasses.replace(model.spec, max_length=length)
-        classifier, accs, pos = TaskModelClassifier(model, name), {}, {}
+        accs, pos = {}, {}
         for ds in sets:
-            pred = np.asarray(classifier.predict_ids(ds.texts))
+            proba = np.asarray(model.predict_proba(list(ds.texts), batch_size=64))
+            pred = proba.argmax(axis=1)
+            if probs_out is not None:
+                probs_out[f"{ds.name}@{length}"] = proba[:, 1]
             accs[ds.name] = round(100 * accuracy(ds.labels, pred), 1)
             pos[ds.name] = round(100 * float(pred.mean()), 1)
         record[f"avg@{length}"] = round(float(np.mean(list(accs.values()))), 2)
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tau", type=float, default=0.1, help="tau_RE of the soft labels")
     p.add_argument("--log", default="relabel_rules.jsonl")
     p.add_argument("--save", help="also save the trained task model into this folder")
+    p.add_argument("--probs", help="also save each test text's positive probability (npz) into this file")
     p.set_defaults(run=train)
     args = parser.parse_args(argv)
     args.run(args)

@@ -110,6 +110,14 @@ class OnnxTaskModel:
         if config.get("format") != ONNX_FORMAT or config.get("format_version", 0) > ONNX_FORMAT_VERSION:
             raise ModelNotAvailable(f"{config_file}: unsupported format {config.get('format')!r} "
                                     f"version {config.get('format_version')!r}")
+        recorded = config.get("sha256")
+        if recorded is not None:  # exports written before the record carried sha256s are loaded unchecked
+            from unigen.stages import verify_files
+
+            problems = verify_files(path, recorded) if isinstance(recorded, dict) else ["sha256 is not a map"]
+            if problems:
+                raise ModelNotAvailable(f"{path}: {problems[0]} against {ONNX_CONFIG}; the export is "
+                                        "damaged: export it again or copy it again")
         tok = config["tokenizer"]
         if tok["kind"] == "words":
             encoder: Any = _WordEncoder(path / tok["file"], config["max_length"])

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from unigen.cli import main
+from unigen.errors import ModelNotAvailable
 from unigen.export.onnx_export import (
     CALIBRATION_TEXTS,
     KEEP_FLOAT_SHARE,
@@ -91,6 +92,22 @@ def test_float32_export_matches_pytorch(trained, tmp_path):
     assert onnx_model.predict_proba([]).shape == (0, 2)
     with pytest.raises(TypeError, match="item 1"):
         onnx_model.predict_proba(["ok", 3])
+
+
+def test_a_damaged_export_is_refused(trained, tmp_path):
+    kind, _, folder = trained
+    out = export_onnx(folder, tmp_path / "onnx", check=False)
+    record = json.loads((out / "unigen_onnx.json").read_text())
+    tokenizer = "vocab.json" if kind == "lstm" else "tokenizer.json"
+    assert set(record["sha256"]) == {"model.onnx", tokenizer}
+    data = (out / "model.onnx").read_bytes()
+    (out / "model.onnx").write_bytes(data[: len(data) // 2])  # a truncated copy
+    with pytest.raises(ModelNotAvailable, match="model.onnx does not match its sha256"):
+        OnnxTaskModel.from_pretrained(out)
+    (out / "model.onnx").write_bytes(data)
+    (out / tokenizer).unlink()
+    with pytest.raises(ModelNotAvailable, match=f"{tokenizer} is missing"):
+        OnnxTaskModel.from_pretrained(out)
 
 
 def test_passes_cut_by_length_give_the_same_probabilities(trained, tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ from unigen import __version__
 from unigen.errors import ModelNotAvailable, UniGenError
 from unigen.export.cards import model_card
 from unigen.onnx import ONNX_CONFIG, ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxTaskModel
-from unigen.stages import atomic_write_text
+from unigen.stages import atomic_write_text, sha256_file
 from unigen.tam.lstm import LSTMEncoder
 from unigen.tam.model import TaskModel
 
@@ -312,6 +312,7 @@ def export_onnx(model: TaskModel | str | Path, output: str | Path, *, quantize: 
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "tokenizer": _tokenizer_record(model, output),
     }
+    record["sha256"] = {name: sha256_file(output / name) for name in (ONNX_NAME, record["tokenizer"]["file"])}
     card = None
     if source is not None:
         saved = json.loads((source / "unigen_tam.json").read_text(encoding="utf-8"))
