@@ -107,11 +107,24 @@ def test_scaling_report_groups_sizes_and_seeds(tmp_path):
     records = [rec("minilm-l6", 500, 1, 0.70), rec("minilm-l6", 500, 2, 0.72),
                rec("minilm-l6", 1500, 1, 0.75)]
     (tmp_path / "s.json").write_text(json.dumps(records))
-    assert sr.main(["--records", str(tmp_path / "s.json"), "--output", str(tmp_path / "s.md")]) == 0
+    args = ["--records", str(tmp_path / "s.json"), "--output", str(tmp_path / "s.md"),
+            "--points", str(tmp_path / "none.json")]
+    assert sr.main(args) == 0
     text = (tmp_path / "s.md").read_text()
     assert "| minilm-l6 | 1,000 | 1,000 | 1,2 | 71.00 ± 1.41 | 10 | 2 | 5 | 1 |" in text
     assert "| minilm-l6 | 3,000 | 3,000 | 1 | 75.00 |" in text
     assert (tmp_path / "s.png").stat().st_size > 1000
+    # points measured outside the runner, and hand-written notes that a re-render keeps
+    points = [{"tam": "mpnet-base", "rows": 1600, "accuracies": [84.0, 82.0], "train_s": 800},
+              {"tam": "minilm-l6", "rows": 1600, "accuracies": [75.0]}]
+    (tmp_path / "p.json").write_text(json.dumps(points))
+    (tmp_path / "s.md").write_text(text + "\nNotes written by hand.\n")
+    args[-1] = str(tmp_path / "p.json")
+    assert sr.main(args) == 0
+    text = (tmp_path / "s.md").read_text()
+    assert "| mpnet-base | 1,600 | 2 | 83.00 ± 1.41 | 84.00 / 82.00 | 800 |" in text
+    assert "| minilm-l6 | 1,600 | 1 | 75.00 | 75.00 | - |" in text
+    assert text.count(sr.BEGIN) == 1 and text.endswith("Notes written by hand.\n")
 
 
 def test_relabel_rules_variants_centre_and_filter():
