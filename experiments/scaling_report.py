@@ -100,8 +100,7 @@ def render(rows: list[dict], plot_name: str, points: list[dict] = ()) -> str:
             "",
             "Points measured with `experiments/relabel_rules.py` (default labelling, no SunGen weights,",
             "every row may enter the memory bank; seven 500-row subsamples, `evaluate.sample_seed=0`, 128",
-            "prediction tokens), dashed in the plot; each run is one generation x training seed (commands",
-            "below):",
+            "prediction tokens), dashed in the plot; each run is one generation x training seed:",
             "",
             "| task model | training rows | runs | 7-set mean (%) | runs' means | train s (one run) |",
             "|---|---|---|---|---|---|",
@@ -109,8 +108,11 @@ def render(rows: list[dict], plot_name: str, points: list[dict] = ()) -> str:
         for p in points:
             acc = f"{p['mean']:.2f} ± {p['std']:.2f}" if len(p["accuracies"]) > 1 else f"{p['mean']:.2f}"
             runs = " / ".join(f"{a:.2f}" for a in p["accuracies"])
-            lines.append(f"| {p['tam']} | {p['rows']:,} | {len(p['accuracies'])} | {acc} | {runs} | "
-                         f"{p.get('train_s', '-')} |")
+            train_s = f"{p['train_s']:,}" if "train_s" in p else "-"
+            n = len(p["accuracies"])
+            lines.append(f"| {p['tam']} | {p['rows']:,} | {n} | {acc} | {runs} | {train_s} |")
+        lines += ["", "Commands (`python experiments/...`):", ""]
+        lines += [f"* {p['tam']}, {p['rows']:,} rows: `{p['command']}`" for p in points if "command" in p]
     return "\n".join(lines + ["", END]) + "\n"
 
 
