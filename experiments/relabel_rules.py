@@ -100,20 +100,20 @@ def train(args: argparse.Namespace) -> None:
         model.save_pretrained(args.save)
     lengths = [int(x) for x in args.eval_len.split(",")]
     probs_out: dict = {}
-    record.update(_evaluate(model, sets, lengths, args.variant, probs_out))
+    record.update(_evaluate(model, sets, lengths, probs_out))
     if args.probs:  # per-text positive probabilities, for post-hoc analyses (ensembles, thresholds)
         np.savez(args.probs, **probs_out, **{f"{ds.name}:y": np.asarray(ds.labels) for ds in sets})
     if best is not None:
         model.load_state_dict(best["best_state"])
         record["best_epoch_model"] = {"best_epoch": best["best_epoch"],
                                       "synthetic_valid_acc": round(100 * best["best_acc"], 2),
-                                      **_evaluate(model, sets, lengths, args.variant)}
+                                      **_evaluate(model, sets, lengths)}
     print(json.dumps(record), flush=True)
     with open(args.log, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def _evaluate(model, sets, lengths: list[int], name: str, probs_out: dict | None = None) -> dict:
+def _evaluate(model, sets, lengths: list[int], probs_out: dict | None = None) -> dict:
     """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit;
     ``probs_out`` (if given) receives each set's positive-class probabilities under ``<set>@<length>``."""
     from unigen.evaluation.evaluate import accuracy

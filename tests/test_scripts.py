@@ -163,3 +163,15 @@ def test_chaos_fast_subset(tmp_path):
     assert set(summary["kills"]) == {"generate", "train", "run"}
     assert all(t["identical"] == t["trials"] and t["kills"] >= 2 for t in summary["kills"].values())
     assert summary["corruption"]["detected"] == summary["corruption"]["tried"] == 3
+
+
+def test_posthoc_probe_shifts_the_decision_threshold():
+    pp = load_script("posthoc_probe")
+    probs = {"a@128": np.array([0.9, 0.6, 0.4, 0.1]), "a:y": np.array([1, 0, 0, 0]),
+             "b@128": np.array([0.7, 0.2]), "b:y": np.array([1, 1]), "a@40": np.array([0.5] * 4)}
+    assert pp.set_names(probs, 128) == ["a", "b"]
+    acc, sets, pos = pp.mean_accuracy(probs, 128)
+    assert sets == {"a": 75.0, "b": 50.0} and acc == 62.5 and pos == {"a": 50.0, "b": 50.0}
+    # shifting the logits by log(0.65 / 0.35) moves 0.6 (logit 0.41) to negative but not 0.7 (0.85)
+    acc, sets, pos = pp.mean_accuracy(probs, 128, shift=float(np.log(0.65 / 0.35)))
+    assert sets == {"a": 100.0, "b": 50.0} and pos == {"a": 25.0, "b": 50.0}
