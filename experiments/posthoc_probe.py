@@ -3,15 +3,15 @@
 Input: runs of ``experiments/relabel_rules.py train ... --save MODEL --probs PROBS.npz`` (each test text's
 positive-class probability on the seeded 500-row subsamples), grouped by generation::
 
-    python experiments/posthoc_probe.py --run g42:MODEL_A:PROBS_A.npz --run g42:MODEL_B:PROBS_B.npz ...
-        [--length 128] [--soup]
+    python experiments/posthoc_probe.py --scores g42=s42.npz --run g42:MODEL_A:PROBS_A.npz
+        --run g42:MODEL_B:PROBS_B.npz ... [--length 128] [--soup]
 
 For every run it reports the seven-set mean accuracy of
 
 * ``as is``: the label of highest probability (the paper);
 * ``prior-corrected``: the posterior under a uniform class prior instead of the training rows' prior,
   ``logit'(x) = logit(x) - log(n_pos / n_neg)`` (Saerens et al. 2002; logit adjustment, Menon et al. 2021),
-  with ``n_pos / n_neg`` the kept rows' hard labels, read from the saved model's training record;
+  with ``n_pos / n_neg`` the kept rows' hard labels under ``--variant`` of the group's ``--scores`` file;
 * ``content-free``: the task model's own probabilities on content-free inputs (``""``, ``"N/A"``, ``"."``)
   divided out, ``p'(y|x) ∝ p(y|x) / mean_cf p(y|cf)`` (Zhao et al. 2021, as the relabeler calibrates the LM);
 
@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = dict(s.split("=", 1) for s in args.scores)
     groups: dict[str, list] = defaultdict(list)
-    rows = []
     for spec in args.run:
         group, model_dir, probs_file = spec.split(":")
         probs = dict(np.load(probs_file))
@@ -94,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for rule, shift in shifts.items():
             row[rule], row[f"{rule} sets"], row[f"{rule} positive"] = mean_accuracy(probs, args.length, shift)
             row[f"{rule} shift"] = round(shift, 3)
-        rows.append(row)
-        groups[group].append((model_dir, probs))
+        groups[group].append((model, probs))
         print(json.dumps(row), flush=True)
 
     for group, members in groups.items():
@@ -110,29 +108,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _soup(members: list, args: argparse.Namespace) -> dict:
-    """Uniform average of the members' weights, evaluated on the same subsamples."""
-    import dataclasses
-
+    """Uniform average of the members' weights (the first member's model is overwritten), evaluated on the
+    same subsamples as ``relabel_rules.py`` evaluates."""
     import torch
+    from relabel_rules import _evaluate
 
     from unigen.config import load_config
     from unigen.evaluation.evaluate import load_eval_sets
-    from unigen.tam.model import TaskModel
 
-    models = [TaskModel.from_pretrained(m[0]) for m in members]
-    soup = models[0]
-    states = [m.state_dict() for m in models]
+    soup = members[0][0]
+    states = [m[0].state_dict() for m in members]
     with torch.no_grad():
         soup.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v
                               for k, v in states[0].items()})
-    soup.spec = dataclasses.replace(soup.spec, max_length=args.length)
-    cfg = load_config(None, ["evaluate.sample_seed=0"])
-    probs = {}
-    for ds in load_eval_sets("all", cfg, limit=args.limit):
-        probs[f"{ds.name}@{args.length}"] = np.asarray(soup.predict_proba(list(ds.texts)))[:, 1]
-        probs[f"{ds.name}:y"] = np.asarray(ds.labels)
-    acc, sets, pos = mean_accuracy(probs, args.length)
-    return {"acc": acc, "sets": sets, "positive": pos}
+    sets = load_eval_sets("all", load_config(None, ["evaluate.sample_seed=0"]), limit=args.limit)
+    record = _evaluate(soup, sets, [args.length])
+    return {"acc": record[f"avg@{args.length}"], "sets": record[f"sets@{args.length}"],
+            "positive": record[f"predicted_positive@{args.length}"]}
 
 
 if __name__ == "__main__":

@@ -106,10 +106,10 @@ def render(rows: list[dict], plot_name: str, points: list[dict] = ()) -> str:
             "|---|---|---|---|---|---|",
         ]
         for p in points:
-            acc = f"{p['mean']:.2f} ± {p['std']:.2f}" if len(p["accuracies"]) > 1 else f"{p['mean']:.2f}"
+            n = len(p["accuracies"])
+            acc = f"{p['mean']:.2f} ± {p['std']:.2f}" if n > 1 else f"{p['mean']:.2f}"
             runs = " / ".join(f"{a:.2f}" for a in p["accuracies"])
             train_s = f"{p['train_s']:,}" if "train_s" in p else "-"
-            n = len(p["accuracies"])
             lines.append(f"| {p['tam']} | {p['rows']:,} | {n} | {acc} | {runs} | {train_s} |")
         lines += ["", "Commands (`python experiments/...`):", ""]
         lines += [f"* {p['tam']}, {p['rows']:,} rows: `{p['command']}`" for p in points if "command" in p]
