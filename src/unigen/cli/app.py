@@ -36,8 +36,16 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, ``unigen: error: ...``, exit status 2 (as every other
+    error a user can cause), naming the ``--help`` to read."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"unigen: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unigen", description="Zero-shot cross-domain sentiment "
+    parser = Parser(prog="unigen", description="Zero-shot cross-domain sentiment "
                                      "classifiers from a generative LM (UniGen, EMNLP 2024).")
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
