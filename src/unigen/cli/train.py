@@ -36,6 +36,9 @@ from unigen.predictions import RowWriter, check_device, is_onnx, load_model, out
 from unigen.stages import STAGES, check_unicode, warn
 from unigen.textfiles import FORMATS, STDIN, TextFile, TextRow, count_rows, open_texts
 
+#: seconds before ``unigen predict`` shows its progress bar (short inputs show none)
+PROGRESS_DELAY = 1.0
+
 _DATA_HELP = (
     "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
     "training rows: text + probs (C floats) or label (class id); optional weight, keep"
@@ -165,10 +168,10 @@ def _check_predict_args(args: argparse.Namespace) -> None:
     for i, text in enumerate(args.texts, 1):
         check_unicode(text, f"argument {i}")
     if args.output not in (None, "-"):
-        output_format(args.output)
         out = Path(args.output)
         if out.is_dir():
             raise UniGenError(f"--output {out}: is a folder; name a .jsonl or .csv file")
+        output_format(args.output)
         if args.input not in (None, "-") and out.resolve() == Path(args.input).resolve():
             raise UniGenError(f"--output {out} is the input file; write the predictions to another file")
         parent = next((p for p in out.absolute().parents if p.exists()), None)
@@ -212,8 +215,8 @@ def run_predict(args: argparse.Namespace) -> int:
         total = count_rows(args.input, args.input_format) if args.input not in (None, "-") else None
         show = progress(args) and args.input is not None
         tic = time.perf_counter()
-        with tqdm(total=total, unit=" texts", disable=not show, file=sys.stderr, mininterval=0.5, delay=1.0,
-                  smoothing=0.1, desc="predict") as bar:
+        with tqdm(total=total, unit=" texts", disable=not show, file=sys.stderr, mininterval=0.5,
+                  delay=PROGRESS_DELAY, smoothing=0.1, desc="predict") as bar:
             try:
                 if args.output in (None, "-"):
                     writer = _classify_into(sys.stdout, "jsonl", source, loaded, args, bar)
