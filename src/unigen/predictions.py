@@ -6,25 +6,22 @@ and gets no label: ``label`` and ``probabilities`` are ``null`` (empty cells in 
 ``unigen predict``, in :meth:`TaskModel.classify <unigen.tam.model.TaskModel.classify>` /
 :meth:`OnnxTaskModel.classify <unigen.onnx.OnnxTaskModel.classify>` and in the server's answers.
 
-:func:`load_model` loads either backend (a PyTorch task-model or train stage folder, or an ONNX export);
-:func:`predict_rows` classifies a stream of :class:`~unigen.textfiles.TextRow` in chunks, and
-:class:`RowWriter` writes the rows with their predictions as JSON lines or CSV. Nothing here imports torch
-or onnxruntime until a model of that kind is loaded.
+:func:`predict_rows` classifies a stream of :class:`~unigen.textfiles.TextRow` in chunks with a model
+loaded by :func:`unigen.inference.load_model` (either backend), and :class:`RowWriter` writes the rows with
+their predictions as JSON lines or CSV. This module imports no model code (the task models import it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from unigen.errors import UniGenError
 
-__all__ = ["LoadedModel", "OUTPUT_FORMATS", "RowWriter", "check_device", "classify", "load_model",
-           "output_format", "prediction", "predict_rows"]
+__all__ = ["OUTPUT_FORMATS", "RowWriter", "classify", "output_format", "prediction", "predict_rows"]
 
 #: output file endings and their formats
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -62,106 +59,9 @@ def classify(predict_proba: Callable[[list[str]], Any], labels: Sequence[str], t
     return out[0] if single else out
 
 
-# ---------------------------------------------------------------- devices and models
-
-def check_device(device: str) -> str:
-    """``device`` checked before any work: ``auto`` (CUDA when PyTorch sees a GPU, else CPU), ``cpu``,
-    ``cuda``, ``cuda:N`` or ``mps``, each only if this machine has it; otherwise a one-line
-    :class:`UniGenError`."""
-    if device == "cpu":
-        return device
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UniGenError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:N or "
-                          "mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UniGenError(f"--device {device}: PyTorch sees no CUDA GPU on this machine "
-                              f"(torch {torch.__version__}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UniGenError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                              f"numbered from 0")
-        return device
-    if dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UniGenError(f"--device {device}: PyTorch has no MPS (Apple GPU) here; use --device cpu")
-        return device
-    raise UniGenError(f"--device {device}: task models run on cpu, cuda or mps")
-
-
-class LoadedModel:
-    """A task model of either backend with what the server tells about it.
-
-    Args:
-        model: anything with ``labels`` and ``predict_proba(texts, batch_size=...) -> (N, C)``.
-        backend: ``"pytorch"`` or ``"onnx"``.
-        info: architecture, encoder, max_length, quantization, parameters.
-        card: the ``README.md`` model card text, if any.
-    """
-
-    def __init__(self, model: Any, backend: str, info: dict[str, Any], card: str | None) -> None:
-        self.model = model
-        self.backend = backend
-        self.info = info
-        self.card = card
-        self.labels = tuple(model.labels)
-        self._lock = threading.Lock() if backend == "pytorch" else None  # predict_proba toggles eval mode
-
-    def predict_proba(self, texts: list[str], *, batch_size: int = 64) -> Any:
-        if self._lock is None:
-            return self.model.predict_proba(texts, batch_size=batch_size)
-        with self._lock:
-            return self.model.predict_proba(texts, batch_size=batch_size)
-
-    def classify(self, texts: str | Sequence[str], *, batch_size: int = 64
-                 ) -> dict[str, Any] | list[dict[str, Any]]:
-        """:func:`prediction` of each text (empty texts get no label)."""
-        return classify(lambda t: self.predict_proba(t, batch_size=batch_size), self.labels, texts)
-
-
-def is_onnx(path: str | Path) -> bool:
-    from unigen.onnx import is_onnx_folder  # numpy only
-
-    return is_onnx_folder(path)
-
-
-def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
-    """Load a PyTorch task-model folder (or train stage folder) or an exported ONNX folder. ``device`` is
-    checked (:func:`check_device`); an ONNX export runs on the CPU only."""
-    path = Path(path)
-    if is_onnx(path):
-        from unigen.onnx import ONNX_CONFIG, OnnxTaskModel
-
-        if device not in ("auto", "cpu"):
-            raise UniGenError(f"--device {device}: {path} is an ONNX export, which runs on the CPU (ONNX "
-                              "Runtime's CPU provider); leave out --device or serve the PyTorch model folder")
-        model: Any = OnnxTaskModel.from_pretrained(path)
-        record = json.loads((path / ONNX_CONFIG).read_text(encoding="utf-8"))
-        backend, folder = "onnx", path
-    else:
-        device = check_device(device)
-        from unigen.tam.model import CONFIG_NAME, TaskModel  # torch
-
-        model = TaskModel.from_pretrained(path, device=device)
-        folder = path if (path / CONFIG_NAME).is_file() else path / "model"
-        record = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        record.setdefault("parameters", sum(p.numel() for p in model.parameters()))
-        backend = "pytorch"
-    info = {k: record.get(k) for k in ("architecture", "encoder", "max_length", "pooling", "parameters")}
-    info["quantization"] = record.get("quantization")
-    card_file = folder / "README.md"
-    card = card_file.read_text(encoding="utf-8") if card_file.is_file() else None
-    return LoadedModel(model, backend, info, card)
-
-
 # ---------------------------------------------------------------- files of texts in, rows out
 
-def predict_rows(model: LoadedModel, rows: Iterable[Any], *, batch_size: int = 64, chunk: int = 2048
+def predict_rows(model: Any, rows: Iterable[Any], *, batch_size: int = 64, chunk: int = 2048
                  ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """``(row, prediction)`` for every :class:`~unigen.textfiles.TextRow` of ``rows``, in order, classified
     ``chunk`` rows at a time (so memory stays flat however long the stream)."""

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from unigen.cli import main
-from unigen.predictions import load_model, predict_rows
+from unigen.inference import load_model
+from unigen.predictions import predict_rows
 from unigen.textfiles import TextRow
 
 from tam_helpers import LABELS
@@ -177,7 +178,7 @@ def test_a_bad_row_leaves_no_output_file(folders, tmp_path, capsys):
 ])
 def test_every_bad_argument_is_one_line_and_status_2_before_any_work(model_dir, tmp_path, capsys, monkeypatch,
                                                                       argv, message):
-    import unigen.predictions as predictions
+    import unigen.inference as inference
 
     path, backend = model_dir
     (tmp_path / "in.jsonl").write_text('{"text": "good"}\n')
@@ -185,7 +186,7 @@ def test_every_bad_argument_is_one_line_and_status_2_before_any_work(model_dir, 
     (tmp_path / "latin1.txt").write_bytes(b"fine\ncaf\xe9\n")
     (tmp_path / "two.csv").write_text("a,b\nx,y\n")
     if not any("latin1" in a for a in argv):  # these are found before the model loads
-        monkeypatch.setattr(predictions, "LoadedModel", None)
+        monkeypatch.setattr(inference, "LoadedModel", None)
     err = one_line_error(capsys, "--model", path, *[a.format(dir=tmp_path) for a in argv])
     wanted = message[backend == "onnx"].format(model=path) if isinstance(message, tuple) else message
     assert wanted in err, err

@@ -32,7 +32,8 @@ from unigen.cli.common import (
     workdir_of,
 )
 from unigen.errors import UniGenError
-from unigen.predictions import RowWriter, check_device, is_onnx, load_model, output_format, predict_rows
+from unigen.inference import check_device, is_onnx, load_model
+from unigen.predictions import RowWriter, output_format, predict_rows
 from unigen.stages import STAGES, check_unicode, warn
 from unigen.textfiles import FORMATS, STDIN, TextFile, TextRow, count_rows, open_texts
 

@@ -41,7 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from unigen import __version__
-from unigen.predictions import LoadedModel, load_model
+from unigen.inference import LoadedModel, load_model
 
 __all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_TEXTS", "BodyLimit", "LoadedModel", "body_limit", "create_app",
            "docs_assets_dir", "load_model"]
