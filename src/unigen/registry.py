@@ -290,6 +290,20 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 matrix products natively: a GPU that supports bf16, or a CPU
+    with AVX512-BF16 or AMX (Linux ``/proc/cpuinfo`` flags); elsewhere bf16 is emulated and slower."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def load_causal_lm(name: str, *, device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for a registry name, local folder or Hub id."""
     import torch

@@ -23,6 +23,7 @@ from unigen.config import UniGenConfig
 from unigen.config.schema import EVAL_ENGINES
 from unigen.errors import ModelNotAvailable
 from unigen.evaluation.datasets import Dataset, load_dataset, parse_dataset_names
+from unigen.registry import native_bf16
 
 
 class Classifier(Protocol):
@@ -93,20 +94,6 @@ class TaskModelClassifier:
 
     def predict_ids(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.model.predict_proba(list(texts), batch_size=self.batch_size)).argmax(axis=1)
-
-
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 matrix products natively: a GPU that supports bf16, or a CPU
-    with AVX512-BF16 or AMX (Linux ``/proc/cpuinfo`` flags); elsewhere bf16 is emulated and slower."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _onnx_installed() -> bool:
