@@ -119,8 +119,8 @@ def task_fn(task: str, world: dict[str, Any]) -> Callable[[Path], Any]:
     from unigen.cli import main
     from unigen.config import load_config
     from unigen.evaluation.stage import evaluate_stage, identity_of
-    from unigen.synth.generate import generate_stage
-    from unigen.synth.relabel import relabel_stage
+    from unigen.synth.generate_stage import generate_stage
+    from unigen.synth.relabel_stage import relabel_stage
     from unigen.tam.stage import MODEL_DIR, train_stage
     from unigen.weighting.stage import weight_stage
 
@@ -392,7 +392,7 @@ class Campaign:
 
     def corrupt_trial(self, index: int) -> dict[str, Any]:
         """Damage one vouched-for file of the finished reference run; rerun; compare."""
-        from unigen.stages import hashed_files
+        from unigen.files import hashed_files
 
         trial = self.base / f"corrupt-{index}"
         shutil.copytree(self.reference["run"], trial, ignore=shutil.ignore_patterns(".unigen.lock"))

@@ -8,16 +8,9 @@ import json
 import pytest
 
 from unigen.config import GenerateConfig, UniGenConfig
+from unigen.files import read_jsonl, write_jsonl_atomic
 from unigen.seeds import derive_seed
-from unigen.stages import (
-    Stage,
-    StageError,
-    iter_stage_rows,
-    read_jsonl,
-    stage_dir,
-    stage_fingerprint,
-    write_jsonl_atomic,
-)
+from unigen.stages import Stage, StageError, iter_stage_rows, stage_dir, stage_fingerprint
 
 
 def test_derive_seed_is_stable_and_distinct():
@@ -145,7 +138,7 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
     import errno
 
     from unigen.errors import UniGenError, WriteError
-    from unigen.stages import atomic_write, atomic_write_json
+    from unigen.files import atomic_write, atomic_write_json
 
     path = tmp_path / "m.json"
     atomic_write_json(path, {"old": True})
@@ -162,7 +155,7 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_atomic_folder_moves_whole_files_and_cleans_up(tmp_path):
-    from unigen.stages import atomic_folder
+    from unigen.files import atomic_folder
 
     with atomic_folder(tmp_path / "model", last="record.json") as tmp:
         (tmp / "record.json").write_text("{}")
@@ -196,7 +189,7 @@ def _holder(workdir, seconds):
 
     import unigen
 
-    code = ("import sys, time\nfrom unigen.stages import workdir_lock\n"
+    code = ("import sys, time\nfrom unigen.lock import workdir_lock\n"
             "with workdir_lock(sys.argv[1]):\n"
             "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(unigen.__file__).parents[1])}
@@ -208,7 +201,7 @@ def _holder(workdir, seconds):
 
 def test_the_lock_keeps_a_second_process_out_and_is_reentrant(tmp_path):
     from unigen.errors import WorkdirBusy
-    from unigen.stages import workdir_lock
+    from unigen.lock import workdir_lock
 
     with workdir_lock(tmp_path) as path, workdir_lock(tmp_path):  # nested in one process (experiment)
         assert json.loads(path.read_text())["pid"] == __import__("os").getpid()
@@ -231,7 +224,7 @@ def test_the_lock_keeps_a_second_process_out_and_is_reentrant(tmp_path):
 def test_wait_queues_behind_the_holder(tmp_path):
     import time
 
-    from unigen.stages import workdir_lock
+    from unigen.lock import workdir_lock
 
     holder = _holder(tmp_path, 1.5)
     notes = []
@@ -285,7 +278,7 @@ LINES = st.one_of(
 @given(lines=st.lists(LINES, max_size=8))
 def test_iter_jsonl_loads_or_names_file_and_line(tmp_path, lines):
     from unigen.errors import DataError
-    from unigen.stages import iter_jsonl
+    from unigen.files import iter_jsonl
 
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(b"\n".join(lines))
@@ -298,9 +291,9 @@ def test_iter_jsonl_loads_or_names_file_and_line(tmp_path, lines):
 
 
 def test_iter_jsonl_accepts_bom_and_crlf_and_bounds_lines(tmp_path, monkeypatch):
-    import unigen.stages
+    import unigen.files
     from unigen.errors import DataError
-    from unigen.stages import iter_jsonl
+    from unigen.files import iter_jsonl
 
     path = tmp_path / "a.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\r\n{"a": 2}\r\n')
@@ -308,7 +301,7 @@ def test_iter_jsonl_accepts_bom_and_crlf_and_bounds_lines(tmp_path, monkeypatch)
     path.write_bytes(b'{"a": 1}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n")
     with pytest.raises(DataError, match=r"a.jsonl:2: JSON nested too deeply"):
         list(iter_jsonl(path))
-    monkeypatch.setattr(unigen.stages, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(unigen.files, "MAX_LINE_BYTES", 1000)
     path.write_bytes(b'{"a": 1}\n"' + b"x" * 5000 + b'"\n')
     with pytest.raises(DataError, match=r"a.jsonl:2: line longer than"):
         list(iter_jsonl(path))

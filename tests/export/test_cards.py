@@ -11,11 +11,11 @@ import pytest
 
 from unigen.cli import main
 from unigen.config import load_config
-from unigen.export.cards import model_card, parse_card, write_model_card
-from unigen.export.data import export_training_data
+from unigen.export.parquet import export_training_data
 from unigen.pipeline import run_pipeline
 from unigen.stages import Stage
 from unigen.tam.model import TaskModel
+from unigen.tam.model_card import model_card, parse_card, write_model_card
 
 from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 

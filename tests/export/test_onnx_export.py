@@ -22,7 +22,7 @@ from unigen.export.onnx_export import (
     export_onnx,
     sensitive_linears,
 )
-from unigen.onnx import OnnxTaskModel
+from unigen.export.onnx_model import OnnxTaskModel
 from unigen.tam.lstm import LSTMEncoder
 from unigen.tam.model import TaskModel
 
@@ -202,7 +202,7 @@ def test_the_runtime_needs_no_torch(trained, tmp_path):
     _, model, folder = trained
     out = export_onnx(folder, tmp_path / "onnx", check=False)
     code = (
-        "import sys, json; from unigen.onnx import OnnxTaskModel; "
+        "import sys, json; from unigen.export.onnx_model import OnnxTaskModel; "
         f"m = OnnxTaskModel.from_pretrained({str(out)!r}); "
         "p = m.predict_proba(['the movie was good', 'awful food']); "
         "print(json.dumps({'probs': p.tolist(), 'heavy': sorted(x for x in ('torch', 'transformers') "

@@ -13,9 +13,9 @@ import unigen.tam.train as train_mod
 from unigen.cli import main
 from unigen.config import TrainConfig
 from unigen.errors import DataError
-from unigen.tam.data import TrainingData, parse_rows, read_training_rows
 from unigen.tam.memory import MemoryBank
 from unigen.tam.train import split_indices, train_task_model
+from unigen.tam.training_data import TrainingData, parse_rows, read_training_rows
 
 from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 

@@ -14,7 +14,8 @@ from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, add_executor, ad
 from unigen.config import UniGenConfig, dump_yaml
 from unigen.errors import CellsFailed, UniGenError
 from unigen.experiment import load_experiment, run_experiment
-from unigen.stages import atomic_write_json, atomic_write_text, stage_status
+from unigen.files import atomic_write_json, atomic_write_text
+from unigen.stages import stage_status
 
 # ---------------------------------------------------------------- run / status
 

@@ -85,7 +85,8 @@ class PromptClassifier:
 
 
 class TaskModelClassifier:
-    """A task model (:class:`~unigen.tam.model.TaskModel` or :class:`~unigen.onnx.OnnxTaskModel`):
+    """A task model (:class:`~unigen.tam.model.TaskModel` or
+    :class:`~unigen.export.onnx_model.OnnxTaskModel`):
     the label of highest probability. ``engine`` says which of the two runs it."""
 
     def __init__(self, model: Any, name: str, batch_size: int = 64, engine: str = "pytorch"):
@@ -175,7 +176,7 @@ def load_task_model(path: str | Path, engine: str, device: str = "auto") -> Any:
     if engine == "pytorch-bf16":
         return AutocastModel(model)
     from unigen.export.onnx_export import export_onnx
-    from unigen.onnx import OnnxTaskModel
+    from unigen.export.onnx_model import OnnxTaskModel
 
     with tempfile.TemporaryDirectory(prefix="unigen-eval-onnx-") as tmp:
         export_onnx(model, tmp)
@@ -187,19 +188,10 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
     if spec == "vader":
         return VaderClassifier()
     if spec.startswith("prompt:"):
-        from unigen.synth.scoring import LMScorer  # torch
+        from unigen.synth.backends import make_scorer  # torch
 
         lm_name = spec.split(":", 1)[1] or cfg.generator
-        if cfg.scoring.backend == "ctranslate2":
-            from unigen.synth.ct2_backend import make_ct2_scorer
-
-            scorer = make_ct2_scorer(lm_name, cfg.labels, cfg.scoring, cfg.device)
-        elif cfg.scoring.backend == "vllm":
-            from unigen.synth.vllm_backend import make_vllm_scorer  # vllm, CUDA
-
-            scorer = make_vllm_scorer(lm_name, cfg.labels, cfg.scoring)
-        else:
-            scorer = LMScorer.from_name(lm_name, cfg.labels, cfg.scoring, device=cfg.device)
+        scorer = make_scorer(cfg, generator=lm_name)
         return PromptClassifier(scorer, f"prompt:{lm_name} ({cfg.scoring.rule})", progress)
     if Path(spec).is_dir():
         engine = eval_engine(cfg.evaluate.engine, cfg.device, _architecture(spec))
