@@ -1,5 +1,5 @@
-"""The package's import graph against docs/architecture.md: layers (imports point down), no cycles (imports inside
-functions included), short modules, distinct names, and a light command line."""
+"""The package's import graph against docs/architecture.md: layers (imports point down), no cycles (imports
+inside functions included), short modules, distinct names, and a light command line."""
 
 import ast
 import re
@@ -162,7 +162,8 @@ def test_no_two_modules_of_a_package_differ_only_by_a_suffix():
     for name in MODULES:
         package, _, leaf = name.rpartition(".")
         by_package.setdefault(package, []).append(leaf)
-    clashes = [f"{package}: {a} / {b}" for package, leaves in by_package.items() for a in leaves for b in leaves
+    clashes = [f"{package}: {a} / {b}" for package, leaves in by_package.items()
+               for a in leaves for b in leaves
                if a < b and (_stem(a) == _stem(b) or _stem(a) == b or a == _stem(b))]
     assert not clashes, clashes
     assert _stem("generate") == _stem("generation") and _stem("relabeling") == "relabel"
