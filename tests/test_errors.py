@@ -17,6 +17,7 @@ from unigen.errors import (
     UniGenError,
 )
 
+from capabilities import missing
 from tam_helpers import make_tiny_bert
 
 ROWS = "".join(json.dumps({"text": f"{word} movie {i}", "label": i % 2}) + "\n"
@@ -155,14 +156,14 @@ def test_every_user_error_is_a_unigen_error():
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root and mount, as in CI; skipped elsewhere)."""
+    """A 1 MiB tmpfs (needs root and mount, as in CI, where its absence fails; skipped elsewhere)."""
     import subprocess
 
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
                       check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        missing("cannot mount a tmpfs here (needs root)")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
 

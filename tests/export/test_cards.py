@@ -17,6 +17,7 @@ from unigen.stages import Stage
 from unigen.tam.model import TaskModel
 from unigen.tam.model_card import model_card, parse_card, write_model_card
 
+from capabilities import need
 from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 TEXTS = [r["text"] for r in sentiment_rows(12)]
@@ -130,7 +131,7 @@ def test_export_data_writes_parquet_and_a_dataset_card(run_dir, tmp_path, capsys
 
 
 def test_export_data_loads_with_datasets(run_dir, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = need("datasets")
     out = export_training_data(run_dir, tmp_path / "data")
     rows = datasets.load_dataset("parquet", data_files=str(out / "train.parquet"), split="train",
                                  cache_dir=str(tmp_path / "cache"))

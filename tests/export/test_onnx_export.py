@@ -232,7 +232,7 @@ def test_export_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("unigen: error:") and "not a UniGen task-model folder" in err
     assert len(err.splitlines()) == 1
-    with pytest.raises(Exception, match="not an exported ONNX task model"):
+    with pytest.raises(ModelNotAvailable, match="not an exported ONNX task model"):
         OnnxTaskModel.from_pretrained(tmp_path / "empty")
 
 

@@ -37,6 +37,7 @@ from unigen.synth.ray_executor import GenerateWorker, KeyLedger, check_executor,
 from unigen.synth.relabel_stage import relabel_stage
 from unigen.synth.stage import synthesize
 
+from capabilities import missing
 from synth_fakes import PoolSampler
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def ray_cluster():
     try:
         ray = ray_module()
     except ConfigError:
-        pytest.skip("Ray is not installed (pip install 'unigen-sentiment[ray]'): Ray executor tests skipped")
+        missing("Ray is not installed (pip install 'unigen-sentiment[ray]'): Ray executor tests skipped")
     os.environ.pop("RAY_ADDRESS", None)
     paths = [str(TESTS), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # the workers inherit it: synth_fakes imports
@@ -201,6 +202,7 @@ DRIVER = """
 import sys
 from unigen.config import load_config
 from unigen.synth.generate_stage import generate_into
+from capabilities import missing
 from synth_fakes import PoolSampler
 cfg = load_config(None, sys.argv[2:])
 generate_into(cfg, sys.argv[1], progress=False, sampler=PoolSampler(pause=0.4))
