@@ -18,15 +18,10 @@ from unigen.errors import (
 )
 
 from capabilities import missing
-from tam_helpers import make_tiny_bert
 
 ROWS = "".join(json.dumps({"text": f"{word} movie {i}", "label": i % 2}) + "\n"
                for i, word in enumerate(["bad", "good"] * 6))
 
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def train_args(bert_dir, data, out, *settings):

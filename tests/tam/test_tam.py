@@ -19,14 +19,10 @@ from unigen.tam.lstm import (
 )
 from unigen.tam.model import TAMOutput, TAMSpec, TaskModel
 
-from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
+from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 TEXTS = [r["text"] for r in sentiment_rows(12)]
 
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def _build(kind: str, bert_dir, **kw) -> TaskModel:

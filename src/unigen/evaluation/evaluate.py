@@ -223,7 +223,10 @@ def evaluate_classifier(classifier: Classifier, datasets: Sequence[Dataset]) -> 
     for ds in datasets:
         start = time.perf_counter()
         pred = classifier.predict_ids(ds.texts)
-        results[ds.name] = {"accuracy": accuracy(ds.labels, pred), "macro_f1": macro_f1(ds.labels, pred),
+        num_classes = max(2, len(getattr(classifier, "labels", None) or ()), max(ds.labels, default=0) + 1,
+                          int(np.max(pred, initial=0)) + 1)  # every class counts, three-way sets too
+        results[ds.name] = {"accuracy": accuracy(ds.labels, pred),
+                            "macro_f1": macro_f1(ds.labels, pred, num_classes),
                             "n": len(ds), "seconds": round(time.perf_counter() - start, 2)}
         if ds.subsampled_from is not None:
             results[ds.name]["subsampled_from"] = ds.subsampled_from
