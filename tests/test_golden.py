@@ -22,8 +22,8 @@ from unigen.tam.stage import train_settings
 from unigen.tam.train import split_indices
 from unigen.weighting.stage import weight_settings
 
-#: the defaults these folders were made with; later defaults differ (README, "Defaults that differ from the
-#: paper"), and a run that sets these values explicitly still finds its old folders
+#: the defaults these folders were made with; later defaults differ (docs/configuration.md, "Defaults that
+#: differ from the paper"), and a run that sets these values explicitly still finds its old folders
 PREVIOUS_DEFAULTS = [
     "generate.samples_per_label=500", "generate.backend=transformers", "scoring.backend=transformers",
     "relabel.scoring_rule=auto", "relabel.centre_scores=null", "train.pooling=cls",

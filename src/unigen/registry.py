@@ -1,6 +1,6 @@
 """Model registry: short names for the embedded models, anything else goes to ``from_pretrained``.
 
-The embedded models ship inside PyPI packages (the README's "Models" section):
+The embedded models ship inside PyPI packages (docs/setup.md, "Models"):
 
 ==============  =========================================  ===========================================
 name            package(s)                                  what is materialised in the cache
