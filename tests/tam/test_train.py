@@ -13,18 +13,14 @@ import unigen.tam.train as train_mod
 from unigen.cli import main
 from unigen.config import TrainConfig
 from unigen.errors import DataError
-from unigen.tam.data import TrainingData, parse_rows, read_training_rows
 from unigen.tam.memory import MemoryBank
 from unigen.tam.train import split_indices, train_task_model
+from unigen.tam.training_data import TrainingData, parse_rows, read_training_rows
 
-from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
+from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 LSTM = {"tam": "lstm", "lstm_hidden": 8, "projection_dim": 16, "batch_size": 8, "lr": 2e-2}
 
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def _train(rows, seed=0, **overrides):

@@ -4,7 +4,7 @@
 as ``unigen run`` writes it and write their own stage folder the same way (``--workdir W``:
 ``W/03_weight/<fingerprint>``, ``W/04_train/<fingerprint>``; ``--output DIR``: exactly ``DIR``). ``--data``
 may also be a JSONL file of training rows (``text`` plus ``probs`` or ``label``, optional ``weight`` and
-``keep``; :mod:`unigen.tam.data`), made elsewhere.
+``keep``; :mod:`unigen.tam.training_data`), made elsewhere.
 
 ``unigen predict --model DIR [TEXT ...]`` prints one JSON line ``{"text", "label", "probs"}`` per text;
 ``DIR`` is a train stage folder or its ``model/``. Without TEXT arguments the texts are read from stdin,
@@ -30,8 +30,9 @@ from unigen.cli.common import (
     workdir_of,
 )
 from unigen.errors import DataError
+from unigen.files import check_unicode
 from unigen.registry import pick_device
-from unigen.stages import STAGES, check_unicode
+from unigen.stages import STAGES
 
 _DATA_HELP = (
     "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unigen.errors import ConfigError
-from unigen.synth.prompts import PROMPT_SETS
+from unigen.prompts import PROMPT_SETS
 
 #: learning rate and epochs when ``train.lr`` / ``train.epochs`` / ``weight.inner_lr`` are unset
 #: (docs/method.md, "Hyper-parameters"): the LSTM trains from scratch, transformers are fine-tuned

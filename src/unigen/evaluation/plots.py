@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.evaluation.paper import SHORT_NAMES, TEST_SETS
-from unigen.stages import atomic_write
+from unigen.files import atomic_write
 
 __all__ = ["plot_accuracy"]
 

@@ -69,7 +69,7 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     """Load a PyTorch task-model folder (or train stage folder) or an exported ONNX folder."""
     import json
 
-    from unigen.onnx import ONNX_CONFIG, OnnxTaskModel, is_onnx_folder
+    from unigen.export.onnx_model import ONNX_CONFIG, OnnxTaskModel, is_onnx_folder
 
     path = Path(path)
     if is_onnx_folder(path):
@@ -171,7 +171,7 @@ def _add_offline_docs(app: FastAPI, folder: Path) -> None:
 def create_app(model: LoadedModel | str | Path, *, max_texts: int = DEFAULT_MAX_TEXTS,
                max_chars: int = DEFAULT_MAX_CHARS) -> FastAPI:
     """The FastAPI application serving ``model`` (a :class:`LoadedModel` or a folder to load)."""
-    from unigen.export.cards import parse_card
+    from unigen.tam.model_card import parse_card
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     assets = docs_assets_dir()

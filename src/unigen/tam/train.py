@@ -52,15 +52,16 @@ import numpy as np
 import torch
 
 from unigen.config import TrainConfig, fingerprint
+from unigen.console import progress_bar
 from unigen.errors import StageError
+from unigen.files import atomic_torch_save, write_jsonl_atomic
 from unigen.registry import native_bf16, pick_device
 from unigen.seeds import epoch_seed, split_rng
-from unigen.stages import atomic_torch_save, write_jsonl_atomic
-from unigen.tam.data import TrainingData, as_training_data
 from unigen.tam.losses import soft_cross_entropy, supervised_contrastive_loss
 from unigen.tam.lstm import Vectors
 from unigen.tam.memory import MemoryBank, gate_mask, make_momentum_copy, momentum_update
 from unigen.tam.model import TaskModel
+from unigen.tam.training_data import TrainingData, as_training_data
 
 __all__ = ["TrainResult", "split_indices", "train_task_model"]
 
@@ -284,8 +285,6 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _run_epoch(loop: _Loop, inputs: dict[str, torch.Tensor], data: TrainingData, *, epoch: int,
                seed: int, progress: bool, desc: str) -> dict[str, float]:
     """One pass over the training rows in a seeded order; returns mean loss terms and throughput."""
-    from tqdm.auto import tqdm
-
     device, cfg = loop.device, loop.config
     targets_np = np.eye(data.num_labels, dtype=np.float32)[data.hard_labels()] if cfg.targets == "hard" \
         else data.targets
@@ -299,8 +298,7 @@ def _run_epoch(loop: _Loop, inputs: dict[str, torch.Tensor], data: TrainingData,
     sums = np.zeros(3)
     tic = time.perf_counter()
     loop.model.train()
-    with tqdm(total=len(data), desc=desc, unit="sample", disable=not progress, leave=False,
-              dynamic_ncols=True) as bar:
+    with progress_bar(len(data), desc, progress, leave=False) as bar:
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             terms = loop.step(_batch(inputs, idx, device), targets[idx].to(device), hard[idx].to(device),
@@ -331,13 +329,14 @@ def _load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
     return state
 
 
-def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int = 42,
+def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int,
                      workdir: str | Path | None = None, progress: bool = True, device: str = "auto",
                      vectors: Vectors | None = None, max_epochs_this_run: int | None = None) -> TrainResult:
     """Train a task model on synthetic rows and return the best epoch's model (module docstring).
 
     Args:
-        data: :class:`~unigen.tam.data.TrainingData`, row mappings (``text`` + ``probs`` or ``label``,
+        data: :class:`~unigen.tam.training_data.TrainingData`, row mappings (``text`` + ``probs`` or
+            ``label``,
             optional ``weight``/``keep``), or ``(texts, targets (N, C), weights (N,) | None)``.
         config: the training settings (``config.tam`` picks the encoder).
         labels: label names, index = class id.
@@ -355,10 +354,8 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
     data = as_training_data(data, len(labels))
     train_idx, valid_idx = split_indices(len(data), config.valid_fraction, seed)
     train, valid = data.subset(train_idx), data.subset(valid_idx)
-    model = TaskModel.build(config.tam, labels, texts=train.texts,
-                            max_length=config.predict_max_length or config.max_length,
-                            projection_dim=config.projection_dim, lstm_hidden=config.lstm_hidden,
-                            vectors=vectors, seed=seed, pooling=config.pooling).to(pick_device(device))
+    model = TaskModel.from_config(config, labels, texts=train.texts, vectors=vectors,
+                                  seed=seed).to(pick_device(device))
     epochs = config.planned_epochs(len(train))
     steps = epochs * config.steps_per_epoch(len(train))
     loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed, total_steps=steps)
