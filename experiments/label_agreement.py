@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from unigen.files import atomic_write_text
+
 
 def agreement(texts: list[str], labels: list[int], threshold: float = 0.05) -> tuple[float, float]:
     """(share of texts VADER decides, agreement of VADER's polarity with ``labels`` among those)."""
@@ -30,7 +32,10 @@ def agreement(texts: list[str], labels: list[int], threshold: float = 0.05) -> t
 
 
 def stage_rows(stage: Path) -> list[dict]:
-    return [json.loads(line) for shard in sorted((stage / "shards").glob("*.jsonl")) for line in shard.open()]
+    """The rows of a finished stage folder, checked against its manifest (``Stage.load``)."""
+    from unigen.stages import iter_stage_rows
+
+    return list(iter_stage_rows(stage))
 
 
 def main() -> None:
@@ -71,7 +76,7 @@ def main() -> None:
         + "\n".join(lines)
         + "\n"
     )
-    Path(args.out).write_text(text)
+    atomic_write_text(args.out, text)
     print(text)
 
 

@@ -111,7 +111,7 @@ def _soup(members: list, args: argparse.Namespace) -> dict:
     """Uniform average of the members' weights (the first member's model is overwritten), evaluated on the
     same subsamples as ``relabel_rules.py`` evaluates."""
     import torch
-    from relabel_rules import _evaluate
+    from relabel_rules import evaluate_at_lengths
 
     from unigen.config import load_config
     from unigen.evaluation.evaluate import load_eval_sets
@@ -122,7 +122,7 @@ def _soup(members: list, args: argparse.Namespace) -> dict:
         soup.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v
                               for k, v in states[0].items()})
     sets = load_eval_sets("all", load_config(None, ["evaluate.sample_seed=0"]), limit=args.limit)
-    record = _evaluate(soup, sets, [args.length])
+    record = evaluate_at_lengths(soup, sets, [args.length])
     return {"acc": record[f"avg@{args.length}"], "sets": record[f"sets@{args.length}"],
             "positive": record[f"predicted_positive@{args.length}"]}
 

@@ -100,35 +100,46 @@ def train(args: argparse.Namespace) -> None:
         model.save_pretrained(args.save)
     lengths = [int(x) for x in args.eval_len.split(",")]
     probs_out: dict = {}
-    record.update(_evaluate(model, sets, lengths, probs_out))
+    record.update(evaluate_at_lengths(model, sets, lengths, probs_out))
     if args.probs:  # per-text positive probabilities, for post-hoc analyses (ensembles, thresholds)
         np.savez(args.probs, **probs_out, **{f"{ds.name}:y": np.asarray(ds.labels) for ds in sets})
     if best is not None:
         model.load_state_dict(best["best_state"])
         record["best_epoch_model"] = {"best_epoch": best["best_epoch"],
                                       "synthetic_valid_acc": round(100 * best["best_acc"], 2),
-                                      **_evaluate(model, sets, lengths)}
+                                      **evaluate_at_lengths(model, sets, lengths)}
     print(json.dumps(record), flush=True)
     with open(args.log, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def _evaluate(model, sets, lengths: list[int], probs_out: dict | None = None) -> dict:
-    """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit;
-    ``probs_out`` (if given) receives each set's positive-class probabilities under ``<set>@<length>``."""
-    from unigen.evaluation.evaluate import accuracy
+def evaluate_at_lengths(model, sets, lengths: list[int], probs_out: dict | None = None) -> dict:
+    """Seven-set mean, per-set accuracy and predicted-positive share at each prediction token limit, by the
+    library's :func:`~unigen.evaluation.evaluate.evaluate_classifier`; ``probs_out`` (if given) receives each
+    set's positive-class probabilities under ``<set>@<length>``."""
+    from unigen.evaluation.evaluate import evaluate_classifier
+
+    class Recording:  # a classifier that keeps each set's probabilities
+        name = "task model"
+
+        def __init__(self) -> None:
+            self.proba: list[np.ndarray] = []
+
+        def predict_ids(self, texts):
+            self.proba.append(np.asarray(model.predict_proba(list(texts), batch_size=64)))
+            return self.proba[-1].argmax(axis=1)
 
     record: dict = {}
     for length in lengths:
         model.spec = dataclasses.replace(model.spec, max_length=length)
+        classifier = Recording()
+        metrics = evaluate_classifier(classifier, sets)
         accs, pos = {}, {}
-        for ds in sets:
-            proba = np.asarray(model.predict_proba(list(ds.texts), batch_size=64))
-            pred = proba.argmax(axis=1)
+        for ds, proba in zip(sets, classifier.proba):
             if probs_out is not None:
                 probs_out[f"{ds.name}@{length}"] = proba[:, 1]
-            accs[ds.name] = round(100 * accuracy(ds.labels, pred), 1)
-            pos[ds.name] = round(100 * float(pred.mean()), 1)
+            accs[ds.name] = round(100 * metrics[ds.name]["accuracy"], 1)
+            pos[ds.name] = round(100 * float(proba.argmax(axis=1).mean()), 1)
         record[f"avg@{length}"] = round(float(np.mean(list(accs.values()))), 2)
         record[f"sets@{length}"] = accs
         record[f"predicted_positive@{length}"] = pos

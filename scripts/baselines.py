@@ -22,8 +22,8 @@ from unigen.config import load_config
 from unigen.evaluation.evaluate import PromptClassifier, VaderClassifier, evaluate_classifier, load_eval_sets
 from unigen.evaluation.paper import TEST_SETS
 from unigen.evaluation.tables import format_table
-from unigen.stages import atomic_write_json, atomic_write_text
-from unigen.synth.scoring import FastLMScorer
+from unigen.files import atomic_write_json, atomic_write_text
+from unigen.synth.backends import make_scorer
 
 METHODS = [  # (name, model spec, scoring overrides)
     ("VADER", "vader", {}),
@@ -61,7 +61,8 @@ def main() -> None:
         if spec == "vader":
             clf = VaderClassifier()
         else:
-            scorer = FastLMScorer.from_name(spec, cfg.labels, dataclasses.replace(cfg.scoring, **scoring))
+            # the library's scorer dispatch: scoring.backend (ctranslate2 by default) as in `unigen run`
+            scorer = make_scorer(cfg, scoring=dataclasses.replace(cfg.scoring, **scoring), generator=spec)
             clf = PromptClassifier(scorer, name)
         for ds in load_eval_sets(",".join(todo), cfg, limit):
             start = time.perf_counter()

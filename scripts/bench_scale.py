@@ -74,7 +74,7 @@ def point(args: argparse.Namespace) -> dict:
     """One measurement in this process (the driver): generate ``rows`` rows with the given executor."""
     from unigen.config import load_config
     from unigen.stages import Stage
-    from unigen.synth.generate import generate_into
+    from unigen.synth.generate_stage import generate_into
 
     overrides = [f"generate.samples_per_label={args.rows // 2}", "generate.shard_size=256",
                  f"run.executor={args.executor}", f"run.actors={args.actors}", "run.cpus_per_actor=1"]

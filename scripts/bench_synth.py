@@ -312,8 +312,8 @@ def bf16_score_check(model, tok, texts, rule, cfg, ref: np.ndarray) -> dict:
 def rss_child(kind: str, stage: str, per_label: int, workdir: str, threads: int) -> dict:
     """Run one stage in this (fresh) process and return its peak RSS."""
     torch.set_num_threads(threads)
-    from unigen.synth.generate import generate_stage
-    from unigen.synth.relabel import relabel_stage
+    from unigen.synth.generate_stage import generate_stage
+    from unigen.synth.relabel_stage import relabel_stage
 
     cfg = load_config(None, [f"generate.samples_per_label={per_label}", "relabel.scoring_rule=verbalizer"])
     kw: dict = {}

@@ -80,11 +80,11 @@ def build_world(base: Path) -> dict[str, Any]:
     status = wait_child(spawn(lambda _: _build_world(lm, data), base, base / "world.log"))
     if status != "ok":
         raise RuntimeError(f"building the tiny models failed: see {base / 'world.log'}")
-    overrides = [f"generator={lm}", "device=cpu", "generate.backend=transformers",
-                 "scoring.backend=transformers", "generate.samples_per_label=8", "generate.shard_size=4",
-                 "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=2",
-                 "train.epochs=2", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
-                 "run.baselines=[vader]", f"evaluate.datasets={data}"]
+    from unigen.config.presets import tiny_run_settings  # light: config only
+
+    overrides = tiny_run_settings(str(lm), str(data), "generate.backend=transformers",
+                                  "scoring.backend=transformers", "generate.samples_per_label=8",
+                                  "weight.outer_epochs=2", "train.epochs=2")
     return {"lm": str(lm), "data": str(data), "overrides": overrides}
 
 
@@ -119,8 +119,8 @@ def task_fn(task: str, world: dict[str, Any]) -> Callable[[Path], Any]:
     from unigen.cli import main
     from unigen.config import load_config
     from unigen.evaluation.stage import evaluate_stage, identity_of
-    from unigen.synth.generate import generate_stage
-    from unigen.synth.relabel import relabel_stage
+    from unigen.synth.generate_stage import generate_stage
+    from unigen.synth.relabel_stage import relabel_stage
     from unigen.tam.stage import MODEL_DIR, train_stage
     from unigen.weighting.stage import weight_stage
 
@@ -392,7 +392,7 @@ class Campaign:
 
     def corrupt_trial(self, index: int) -> dict[str, Any]:
         """Damage one vouched-for file of the finished reference run; rerun; compare."""
-        from unigen.stages import hashed_files
+        from unigen.files import hashed_files
 
         trial = self.base / f"corrupt-{index}"
         shutil.copytree(self.reference["run"], trial, ignore=shutil.ignore_patterns(".unigen.lock"))

@@ -27,12 +27,12 @@ from unigen.evaluation.datasets import TEST_SETS, load_dataset
 from unigen.export.onnx_export import (
     ONNX_NAME,
     OPSET,
-    _export_graph,
-    _quantize,
+    export_graph,
     export_onnx,
     int8_plan,
+    quantize_graph,
 )
-from unigen.onnx import OnnxTaskModel
+from unigen.export.onnx_model import OnnxTaskModel
 from unigen.tam.model import TaskModel
 
 
@@ -43,11 +43,11 @@ def int8_variant(model: TaskModel, fp32: Path, out: Path, variant: str) -> Path:
     for f in fp32.iterdir():
         if f.name != ONNX_NAME:
             (out / f.name).write_bytes(f.read_bytes())
-    _export_graph(model, out / ONNX_NAME, OPSET)
+    export_graph(model, out / ONNX_NAME, OPSET)
     if variant.startswith("nbits"):
         _weight_only(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=0.0), variant)
     else:
-        _quantize(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=float(variant)))
+        quantize_graph(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=float(variant)))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models and tokenizers built in-process (no network)."""
+"""Shared fixtures: one per tiny model, built in-process (no network): ``tiny_lm_dir`` (a generator),
+``bert_dir`` (an encoder), ``tiny_lstm`` (a fitted LSTM task model); and ``labelled_jsonl`` (a test file)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,31 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory) -> Path:
+    """A saved tiny random BERT encoder with a word-level tokenizer (a task-model encoder by path)."""
+    from tam_helpers import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm(tmp_path_factory):
+    """``(model, folder)``: a tiny LSTM task model briefly fitted on 48 sentiment rows (confident, in eval
+    mode) and saved; treat both as read-only (copy the folder to change it)."""
+    from unigen.tam.model import TaskModel
+
+    from tam_helpers import LABELS, fake_vectors, fit_briefly, sentiment_rows
+
+    rows = sentiment_rows(48)
+    model = TaskModel.build("lstm", LABELS, texts=[r["text"] for r in rows],
+                            vectors=fake_vectors(sentiment=1.0), lstm_hidden=8, projection_dim=16, seed=0)
+    fit_briefly(model, rows)
+    folder = model.save_pretrained(tmp_path_factory.mktemp("tiny-lstm"),
+                                   training={"rows": len(rows), "seed": 0})
+    return model, folder
 
 
 @pytest.fixture()

@@ -17,15 +17,11 @@ from unigen.errors import (
     UniGenError,
 )
 
-from tam_helpers import make_tiny_bert
+from capabilities import missing
 
 ROWS = "".join(json.dumps({"text": f"{word} movie {i}", "label": i % 2}) + "\n"
                for i, word in enumerate(["bad", "good"] * 6))
 
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def train_args(bert_dir, data, out, *settings):
@@ -155,14 +151,14 @@ def test_every_user_error_is_a_unigen_error():
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root and mount, as in CI; skipped elsewhere)."""
+    """A 1 MiB tmpfs (needs root and mount, as in CI, where its absence fails; skipped elsewhere)."""
     import subprocess
 
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
                       check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        missing("cannot mount a tmpfs here (needs root)")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
 

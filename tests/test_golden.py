@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from unigen.config import load_config
+from unigen.config.presets import tiny_run_settings
 from unigen.evaluation.stage import evaluate_settings, identity_of
 from unigen.pipeline import run_pipeline
 from unigen.seeds import derive_seed, epoch_seed
@@ -21,15 +22,16 @@ from unigen.tam.stage import train_settings
 from unigen.tam.train import split_indices
 from unigen.weighting.stage import weight_settings
 
-#: the defaults these folders were made with; later defaults differ (README, "Defaults that differ from the
-#: paper"), and a run that sets these values explicitly still finds its old folders
+#: the defaults these folders were made with; later defaults differ (docs/configuration.md, "Defaults that
+#: differ from the paper"), and a run that sets these values explicitly still finds its old folders
 PREVIOUS_DEFAULTS = [
     "generate.samples_per_label=500", "generate.backend=transformers", "scoring.backend=transformers",
     "relabel.scoring_rule=auto", "relabel.centre_scores=null", "train.pooling=cls",
     "train.predict_max_length=null", "weight.hypergradient=double_backward", "weight.outer_epochs=50",
+    "train.precision=fp32", "train.group_by_length=false", "run.tams=[lstm, minilm-l6]",
 ]
-#: configs/quick.yaml sets its own outer epochs
-QUICK_PREVIOUS = [s for s in PREVIOUS_DEFAULTS[1:] if not s.startswith("weight.outer_epochs")]
+#: configs/quick.yaml sets its own outer epochs and task models
+QUICK_PREVIOUS = [s for s in PREVIOUS_DEFAULTS[1:] if not s.startswith(("weight.outer_epochs", "run.tams"))]
 
 GOLDEN = {
     "default": (
@@ -179,12 +181,7 @@ def test_cached_tiny_run_is_reused_not_recomputed(tmp_path, tiny_lm_dir, labelle
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_lm_dir, "tiny-gpt2")
     shutil.copy(labelled_jsonl, "data.jsonl")
-    cfg = load_config(None, [
-        *PREVIOUS_DEFAULTS[1:],
-        "generator=tiny-gpt2", "device=cpu", "generate.samples_per_label=6", "generate.shard_size=4",
-        "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=1", "train.epochs=1",
-        "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]", "run.baselines=[vader]",
-        "evaluate.datasets=data.jsonl"])
+    cfg = load_config(None, [*PREVIOUS_DEFAULTS[1:], *tiny_run_settings("tiny-gpt2", "data.jsonl")])
     rows = run_pipeline(cfg, "work", progress=False, log=lambda m: None)
     assert sorted(f"{s['stage']}/{s['fingerprint']}" for s in stage_status("work")) == TINY_FOLDERS
     shards = {str(p.relative_to(tmp_path / "work")): _digest(p)

@@ -6,16 +6,13 @@ from pathlib import Path
 
 from unigen.cli import main
 from unigen.config import load_config
+from unigen.config.presets import tiny_run_settings
 from unigen.pipeline import run_pipeline
 from unigen.stages import stage_status
 
 
 def tiny_config(tiny_lm_dir, labelled_jsonl, *extra):
-    return load_config(None, [
-        f"generator={tiny_lm_dir}", "device=cpu", "generate.samples_per_label=6", "generate.shard_size=4",
-        "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=1",
-        "train.epochs=1", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
-        "run.baselines=[vader]", f"evaluate.datasets={labelled_jsonl}", *extra])
+    return load_config(None, tiny_run_settings(tiny_lm_dir, labelled_jsonl, *extra))
 
 
 def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
@@ -36,6 +33,8 @@ def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
     log = []
     assert run_pipeline(cfg, work, progress=False, log=log.append) == rows  # everything cached
     assert {s["path"] for s in stage_status(work)} == first
+    assert [m.split("]")[0] + "]" for m in log] == ["[generate+relabel]", "[weight]", "[train lstm]",
+                                                    "[evaluate lstm]", "[evaluate vader]"]
 
     changed = tiny_config(tiny_lm_dir, labelled_jsonl, "train.epochs=2")
     run_pipeline(changed, work, progress=False, log=lambda m: None)
@@ -62,24 +61,7 @@ def test_stage_commands_chain_into_the_folders_of_run(tmp_path, tiny_lm_dir, lab
     folders `unigen run` writes: the run afterwards reuses every one of them."""
     work = tmp_path / "work"
     cfg = tiny_config(tiny_lm_dir, labelled_jsonl)
-    sets = [
-        x
-        for s in [
-            f"generator={tiny_lm_dir}",
-            "device=cpu",
-            "generate.samples_per_label=6",
-            "generate.shard_size=4",
-            "relabel.threshold=0.0",
-            "relabel.drop_disagreeing=false",
-            "weight.outer_epochs=1",
-            "train.epochs=1",
-            "train.lstm_hidden=8",
-            "train.projection_dim=8",
-            "train.tam=lstm",
-            f"evaluate.datasets={labelled_jsonl}",
-        ]
-        for x in ("--set", s)
-    ]
+    sets = [x for s in tiny_run_settings(tiny_lm_dir, labelled_jsonl, "train.tam=lstm") for x in ("--set", s)]
 
     def only(stage):
         (folder,) = (work / stage).iterdir()

@@ -20,7 +20,7 @@ _LAZY = {
     "UniGenError": "unigen.errors",
     "run_pipeline": "unigen.pipeline",
     "TaskModel": "unigen.tam.model",
-    "OnnxTaskModel": "unigen.onnx",
+    "OnnxTaskModel": "unigen.export.onnx_model",
     "load_dataset": "unigen.evaluation.datasets",
     "evaluate_classifier": "unigen.evaluation.evaluate",
 }

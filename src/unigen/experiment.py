@@ -29,7 +29,8 @@ from unigen.config import load_config
 from unigen.config.loading import read_yaml
 from unigen.config.presets import GENERATION_DOMAINS
 from unigen.errors import CellsFailed, ConfigError
-from unigen.stages import atomic_write_json, workdir_lock
+from unigen.files import atomic_write_json
+from unigen.lock import workdir_lock
 
 
 @dataclass(frozen=True)

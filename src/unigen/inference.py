@@ -82,7 +82,7 @@ class LoadedModel:
 
 
 def is_onnx(path: str | Path) -> bool:
-    from unigen.onnx import is_onnx_folder  # numpy only
+    from unigen.export.onnx_model import is_onnx_folder  # numpy only
 
     return is_onnx_folder(path)
 
@@ -92,7 +92,7 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     checked (:func:`check_device`); an ONNX export runs on the CPU only."""
     path = Path(path)
     if is_onnx(path):
-        from unigen.onnx import ONNX_CONFIG, OnnxTaskModel
+        from unigen.export.onnx_model import ONNX_CONFIG, OnnxTaskModel
 
         if device not in ("auto", "cpu"):
             raise UniGenError(f"--device {device}: {path} is an ONNX export, which runs on the CPU (ONNX "

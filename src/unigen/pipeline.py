@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig, dump_yaml
+from unigen.errors import UniGenError
 from unigen.evaluation.stage import evaluate_stage, identity_of
 from unigen.evaluation.tables import format_table, public_json
-from unigen.export.cards import write_model_card
-from unigen.stages import atomic_write_json, atomic_write_text, workdir_lock
+from unigen.files import atomic_write_json, atomic_write_text
+from unigen.lock import workdir_lock
+from unigen.stages import Stage
+from unigen.synth.relabeling import RULES
 from unigen.synth.stage import synthesize
+from unigen.tam.model_card import write_model_card
 from unigen.tam.stage import MODEL_DIR, train_stage
 from unigen.weighting.stage import weight_stage
 
@@ -42,20 +46,35 @@ def method_label(cfg: UniGenConfig) -> str:
     return name
 
 
-def prompting_config(cfg: UniGenConfig) -> UniGenConfig:
-    """``cfg`` with the scoring rule of the Prompting baseline (``run.prompt_rule``): by default the relabel
-    stage's rule, so that the row shows the labeler the task models learnt from, used as a classifier."""
+def prompting_config(cfg: UniGenConfig, relabeled: str | Path | None = None) -> UniGenConfig:
+    """``cfg`` with the scoring rule of the Prompting baseline (``run.prompt_rule``): by default the rule the
+    relabel stage in ``relabeled`` recorded in its manifest (``relabel.scoring_rule=auto`` chooses it at run
+    time), so that the row shows the labeler the task models learnt from, used as a classifier. Without a
+    recorded rule (no relabel folder, relabelling off) the configured rule is used."""
     rule = cfg.run.prompt_rule
     if rule == "relabel":
-        rule = cfg.relabel.scoring_rule if cfg.relabel.scoring_rule != "auto" else cfg.scoring.rule
+        rule = _recorded_rule(relabeled) or (
+            cfg.relabel.scoring_rule if cfg.relabel.scoring_rule != "auto" else cfg.scoring.rule)
     return dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, rule=rule))
+
+
+def _recorded_rule(relabeled: str | Path | None) -> str | None:
+    """The scoring rule a finished relabel stage folder recorded (``manifest["rule"]``), or None."""
+    if relabeled is None:
+        return None
+    try:
+        manifest = Stage.load(relabeled, "relabel").manifest
+    except UniGenError:
+        return None
+    rule = manifest.get("rule")
+    return rule if rule in RULES else None
 
 
 def run_pipeline(cfg: UniGenConfig, workdir: str | Path, *, progress: bool = True,
                  log: Callable[[str], None] = print, wait: bool = False) -> dict[str, dict[str, Any]]:
     """Run (or resume, or skip) every stage; returns ``{row name: metrics}`` and writes the tables.
 
-    The work folder is locked for the run (:func:`unigen.stages.workdir_lock`): another process using it
+    The work folder is locked for the run (:func:`unigen.lock.workdir_lock`): another process using it
     makes this one raise :class:`~unigen.errors.WorkdirBusy`, or wait for it with ``wait``.
     """
     with workdir_lock(workdir, wait=wait):
@@ -92,7 +111,7 @@ def _run_pipeline(cfg: UniGenConfig, workdir: Path, *, progress: bool,
             rows["VADER"] = timed("evaluate vader", evaluate_stage, cfg, workdir, "vader", "vader",
                                   identity_of("vader", cfg), cfg.evaluate.limit, progress=progress)
         else:
-            spec, prompt_cfg = f"prompt:{cfg.generator}", prompting_config(cfg)
+            spec, prompt_cfg = f"prompt:{cfg.generator}", prompting_config(cfg, relabeled)
             rows[f"Prompting {cfg.generator} ({prompt_cfg.scoring.rule})"] = timed(
                 "evaluate prompting", evaluate_stage, prompt_cfg, workdir, "prompt", spec,
                 identity_of(spec, prompt_cfg), cfg.run.prompt_limit, progress=progress)

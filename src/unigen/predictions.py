@@ -4,7 +4,7 @@ One prediction is ``{"text": str, "label": str | None, "probabilities": {label: 
 rounded to 6 decimals, in the model's label order). An empty text (``""`` or only spaces) has no sentiment
 and gets no label: ``label`` and ``probabilities`` are ``null`` (empty cells in CSV), in
 ``unigen predict``, in :meth:`TaskModel.classify <unigen.tam.model.TaskModel.classify>` /
-:meth:`OnnxTaskModel.classify <unigen.onnx.OnnxTaskModel.classify>` and in the server's answers.
+:meth:`OnnxTaskModel.classify <unigen.export.onnx_model.OnnxTaskModel.classify>` and in the server's answers.
 
 :func:`predict_rows` classifies a stream of :class:`~unigen.textfiles.TextRow` in chunks with a model
 loaded by :func:`unigen.inference.load_model` (either backend), and :class:`RowWriter` writes the rows with

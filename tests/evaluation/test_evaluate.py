@@ -19,6 +19,28 @@ def test_metrics_by_hand():
     assert macro_f1([1, 1], [1, 1]) == pytest.approx(0.5)  # class 0 absent everywhere scores 0
 
 
+def test_three_class_macro_f1_by_hand():
+    y, p = [0, 1, 2, 2, 1, 0], [0, 2, 2, 2, 1, 1]
+    # class 0: TP 1, FP 0, FN 1 -> 2/3; class 1: TP 1, FP 1, FN 1 -> 2/4; class 2: TP 2, FP 1, FN 0 -> 4/5
+    assert macro_f1(y, p, 3) == pytest.approx((2 / 3 + 2 / 4 + 4 / 5) / 3)
+    assert macro_f1([0, 1], [0, 1], 3) == pytest.approx(2 / 3)  # an absent third class scores 0
+
+
+def test_evaluation_counts_every_class_of_a_three_way_set():
+    from unigen.evaluation.datasets import Dataset
+
+    class Fixed:
+        name, labels = "fixed", ("negative", "positive", "neutral")
+
+        def predict_ids(self, texts):
+            return np.array([0, 2, 2, 2, 1, 1])
+
+    ds = Dataset("three", "custom", ["a", "b", "c", "d", "e", "f"], [0, 1, 2, 2, 1, 0])
+    metrics = evaluate_classifier(Fixed(), [ds])["three"]
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 2 / 4 + 4 / 5) / 3)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+
+
 class Constant:
     name = "always-positive"
 

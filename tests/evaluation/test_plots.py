@@ -8,6 +8,8 @@ from unigen.cli import main
 from unigen.evaluation.paper import PAPER_PROMPTING, TEST_SETS, set_dict
 from unigen.evaluation.plots import plot_accuracy
 
+from capabilities import need
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -19,7 +21,7 @@ def _result(*accs):
 
 
 def test_plot_draws_every_row(tmp_path):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     rows = {"UniGen minilm-l6": _result(0.8, 0.7, 0.6), "UniGen lstm": _result(0.7, 0.65, 0.55),
             "VADER": _result(0.69, 0.7, 0.6), "Prompting smollm2-135m (verbalizer)": _result(0.75, 0.7, 0.7)}
     path = plot_accuracy(rows, tmp_path / "acc.png", paper=set_dict(PAPER_PROMPTING))
@@ -31,7 +33,7 @@ def test_plot_draws_every_row(tmp_path):
 
 
 def test_evaluate_plot_option(tmp_path, labelled_jsonl, capsys):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     png = tmp_path / "vader.png"
     assert main(["evaluate", "--model", "vader", "--datasets", str(labelled_jsonl), "--plot", str(png)]) == 0
     assert f"wrote {png}" in capsys.readouterr().out

@@ -11,12 +11,14 @@ import pytest
 
 from unigen.cli import main
 from unigen.config import load_config
-from unigen.export.cards import model_card, parse_card, write_model_card
-from unigen.export.data import export_training_data
+from unigen.config.presets import tiny_run_settings
+from unigen.export.parquet import export_training_data
 from unigen.pipeline import run_pipeline
 from unigen.stages import Stage
 from unigen.tam.model import TaskModel
+from unigen.tam.model_card import model_card, parse_card, write_model_card
 
+from capabilities import need
 from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
 
 TEXTS = [r["text"] for r in sentiment_rows(12)]
@@ -32,11 +34,7 @@ def run_dir(tmp_path_factory, tiny_lm_dir) -> Path:
     data.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n"
                             for i, t in enumerate(["awful boring film", "i love this movie", "bad review",
                                                    "great product"])))
-    cfg = load_config(None, [
-        f"generator={tiny_lm_dir}", "device=cpu", "generate.samples_per_label=6", "generate.shard_size=4",
-        "relabel.threshold=0.0", "relabel.drop_disagreeing=false", "weight.outer_epochs=1",
-        "train.epochs=1", "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]",
-        "run.baselines=[]", f"evaluate.datasets={data}"])
+    cfg = load_config(None, tiny_run_settings(tiny_lm_dir, data, "run.baselines=[]"))
     run_pipeline(cfg, tmp / "work", progress=False, log=lambda m: None)
     return tmp / "work"
 
@@ -130,7 +128,7 @@ def test_export_data_writes_parquet_and_a_dataset_card(run_dir, tmp_path, capsys
 
 
 def test_export_data_loads_with_datasets(run_dir, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = need("datasets")
     out = export_training_data(run_dir, tmp_path / "data")
     rows = datasets.load_dataset("parquet", data_files=str(out / "train.parquet"), split="train",
                                  cache_dir=str(tmp_path / "cache"))

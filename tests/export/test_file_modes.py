@@ -10,8 +10,9 @@ import stat
 
 import pytest
 
-from unigen.stages import atomic_folder, atomic_write, atomic_write_text, current_umask
+from unigen.files import atomic_folder, atomic_write, atomic_write_text, current_umask
 
+from capabilities import need
 from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 
@@ -57,7 +58,7 @@ def test_model_folder_and_onnx_export_are_readable_by_others(tmp_path):
 
 
 def test_plots_are_readable_by_others(tmp_path):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     from unigen.evaluation.plots import plot_accuracy
 
     with umask(0o022):

@@ -22,11 +22,11 @@ from unigen.export.onnx_export import (
     export_onnx,
     sensitive_linears,
 )
-from unigen.onnx import OnnxTaskModel
+from unigen.export.onnx_model import OnnxTaskModel
 from unigen.tam.lstm import LSTMEncoder
 from unigen.tam.model import TaskModel
 
-from tam_helpers import LABELS, fake_vectors, fit_briefly, make_tiny_bert, real_texts, sentiment_rows
+from tam_helpers import LABELS, fake_vectors, fit_briefly, real_texts, sentiment_rows
 
 ROWS = sentiment_rows(48)
 EDGE = ["", "   ", "GOOD!!!", "unknownword another unknownword", "café naïve 😀 good",
@@ -34,21 +34,14 @@ EDGE = ["", "   ", "GOOD!!!", "unknownword another unknownword", "café naïve �
 TEXTS = [r["text"] for r in sentiment_rows(200, seed=1)] + EDGE + real_texts(30)
 
 
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
 
 @pytest.fixture(scope="module", params=["lstm", "bert"])
-def trained(request, bert_dir, tmp_path_factory):
+def trained(request, bert_dir, tiny_lstm, tmp_path_factory):
     """(kind, trained tiny task model, its saved folder)."""
-    texts = [r["text"] for r in ROWS]
     if request.param == "lstm":
-        model = TaskModel.build("lstm", LABELS, texts=texts, vectors=fake_vectors(sentiment=1.0),
-                                lstm_hidden=8, projection_dim=16, seed=0)
-    else:
-        model = TaskModel.build(str(bert_dir), LABELS, projection_dim=16, seed=0, pooling="mean",
-                                max_length=24)
+        model, folder = tiny_lstm
+        return "lstm", model, folder
+    model = TaskModel.build(str(bert_dir), LABELS, projection_dim=16, seed=0, pooling="mean", max_length=24)
     fit_briefly(model, ROWS)
     folder = model.save_pretrained(tmp_path_factory.mktemp(f"{request.param}-model"))
     return request.param, model, folder
@@ -202,7 +195,7 @@ def test_the_runtime_needs_no_torch(trained, tmp_path):
     _, model, folder = trained
     out = export_onnx(folder, tmp_path / "onnx", check=False)
     code = (
-        "import sys, json; from unigen.onnx import OnnxTaskModel; "
+        "import sys, json; from unigen.export.onnx_model import OnnxTaskModel; "
         f"m = OnnxTaskModel.from_pretrained({str(out)!r}); "
         "p = m.predict_proba(['the movie was good', 'awful food']); "
         "print(json.dumps({'probs': p.tolist(), 'heavy': sorted(x for x in ('torch', 'transformers') "
@@ -232,7 +225,7 @@ def test_export_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("unigen: error:") and "not a UniGen task-model folder" in err
     assert len(err.splitlines()) == 1
-    with pytest.raises(Exception, match="not an exported ONNX task model"):
+    with pytest.raises(ModelNotAvailable, match="not an exported ONNX task model"):
         OnnxTaskModel.from_pretrained(tmp_path / "empty")
 
 

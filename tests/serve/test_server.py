@@ -96,10 +96,16 @@ def test_docs_need_no_network(client, path):
     assert "/openapi.json" in r.text
 
 
-def test_load_model_kinds(folders):
+def test_load_model_kinds(folders, tmp_path):
+    import shutil
+
     _, paths = folders
     assert load_model(paths["onnx"]).backend == "onnx"
-    assert load_model(paths["pytorch"].parent / "model").backend == "pytorch"
+    assert load_model(paths["pytorch"]).backend == "pytorch"  # a task-model folder
+    stage = tmp_path / "04_train" / "abc"  # a train stage folder: the model lies in its model/ subfolder
+    shutil.copytree(paths["pytorch"], stage / "model")
+    loaded = load_model(stage)
+    assert loaded.backend == "pytorch" and loaded.info["architecture"] == "lstm" and loaded.card
 
 
 def test_serve_command_errors(tmp_path, capsys):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from unigen.config import ConfigError, load_config
+from unigen.prompts import PROMPT_SETS, get_prompt_set
 from unigen.stages import Stage
 from unigen.synth.backends import make_sampler
-from unigen.synth.generate import generate_stage
+from unigen.synth.generate_stage import generate_stage
 from unigen.synth.generation import (
     KeySet,
     generate_shard,
@@ -20,7 +21,6 @@ from unigen.synth.generation import (
     postprocess,
     text_key,
 )
-from unigen.synth.prompts import PROMPT_SETS, get_prompt_set
 from unigen.synth.sampling import (
     LMSampler,
     SamplingSettings,

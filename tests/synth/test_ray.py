@@ -25,12 +25,19 @@ from unigen.config import load_config
 from unigen.errors import ConfigError
 from unigen.stages import Stage
 from unigen.synth.common import generate_fingerprint, relabel_fingerprint
-from unigen.synth.generate import generate_into, generate_stage, plan_generation, prompt_stems, sample_shard
+from unigen.synth.generate_stage import (
+    generate_into,
+    generate_stage,
+    plan_generation,
+    prompt_stems,
+    sample_shard,
+)
 from unigen.synth.generation import KeySet, text_key
 from unigen.synth.ray_executor import GenerateWorker, KeyLedger, check_executor, pool_size, ray_module
-from unigen.synth.relabel import relabel_stage
+from unigen.synth.relabel_stage import relabel_stage
 from unigen.synth.stage import synthesize
 
+from capabilities import missing
 from synth_fakes import PoolSampler
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -57,7 +64,7 @@ def ray_cluster():
     try:
         ray = ray_module()
     except ConfigError:
-        pytest.skip("Ray is not installed (pip install 'unigen-sentiment[ray]'): Ray executor tests skipped")
+        missing("Ray is not installed (pip install 'unigen-sentiment[ray]'): Ray executor tests skipped")
     os.environ.pop("RAY_ADDRESS", None)
     paths = [str(TESTS), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # the workers inherit it: synth_fakes imports
@@ -194,7 +201,8 @@ def test_ray_with_a_tiny_model_via_the_cli(tmp_path, ray_cluster, saved_llama, c
 DRIVER = """
 import sys
 from unigen.config import load_config
-from unigen.synth.generate import generate_into
+from unigen.synth.generate_stage import generate_into
+from capabilities import missing
 from synth_fakes import PoolSampler
 cfg = load_config(None, sys.argv[2:])
 generate_into(cfg, sys.argv[1], progress=False, sampler=PoolSampler(pause=0.4))

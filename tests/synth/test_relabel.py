@@ -9,8 +9,8 @@ from unigen.cli import main
 from unigen.config import RelabelConfig, ScoringConfig, load_config
 from unigen.errors import ConfigError
 from unigen.stages import Stage
-from unigen.synth.generate import generate_stage
-from unigen.synth.relabel import relabel_stage
+from unigen.synth.generate_stage import generate_stage
+from unigen.synth.relabel_stage import relabel_stage
 from unigen.synth.relabeling import (
     choose_rule,
     keep_mask,

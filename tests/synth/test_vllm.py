@@ -140,8 +140,8 @@ def test_vllm_on_a_gpu(tmp_path):
     cfg = load_config(None, ["generate.backend=vllm", "scoring.backend=vllm", "generate.samples_per_label=64",
                              "generate.shard_size=64"])
     from unigen.stages import Stage
-    from unigen.synth.generate import generate_stage
-    from unigen.synth.relabel import relabel_stage
+    from unigen.synth.generate_stage import generate_stage
+    from unigen.synth.relabel_stage import relabel_stage
 
     gen = generate_stage(cfg, tmp_path, progress=False)
     rel = relabel_stage(cfg, tmp_path, progress=False)

@@ -13,18 +13,14 @@ import unigen.tam.train as train_mod
 from unigen.cli import main
 from unigen.config import TrainConfig
 from unigen.errors import DataError
-from unigen.tam.data import TrainingData, parse_rows, read_training_rows
 from unigen.tam.memory import MemoryBank
 from unigen.tam.train import split_indices, train_task_model
+from unigen.tam.training_data import TrainingData, parse_rows, read_training_rows
 
-from tam_helpers import LABELS, fake_vectors, make_tiny_bert, sentiment_rows
+from tam_helpers import LABELS, fake_vectors, sentiment_rows
 
 LSTM = {"tam": "lstm", "lstm_hidden": 8, "projection_dim": 16, "batch_size": 8, "lr": 2e-2}
 
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def _train(rows, seed=0, **overrides):
@@ -70,7 +66,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, code_faithful):
         assert torch.equal(a, b), name
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
-    # a finished workdir returns the same result without training again
+    # a finished workdir returns the same result (no checkpoint is written after the last epoch, so it is
+    # trained again, deterministically, from the checkpoint of epoch 2)
     again = train_task_model(rows, cfg, LABELS, workdir=tmp_path / "b", **common)
     assert _strip_timing(again.history) == _strip_timing(full.history)
     with pytest.raises(RuntimeError, match="different training run"):
@@ -317,5 +314,82 @@ def test_resume_with_weight_averaging_matches_uninterrupted_run(tmp_path):
     train_task_model(rows, cfg, LABELS, workdir=tmp_path, max_epochs_this_run=1, **common)
     resumed = train_task_model(rows, cfg, LABELS, workdir=tmp_path, **common)
     assert resumed.averaged and resumed.best_valid_acc == full.best_valid_acc
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------- speed: bf16, length groups, checkpoints
+
+def test_length_grouped_order_is_a_permutation_of_sorted_batches():
+    lengths = torch.tensor([(i * 7919) % 37 + 1 for i in range(250)])
+    order = torch.randperm(250, generator=torch.Generator().manual_seed(0))
+    grouped = train_mod.length_grouped_order(order, lengths, 8, torch.Generator().manual_seed(1),
+                                             group_batches=5)
+    assert sorted(grouped.tolist()) == list(range(250))
+    batches = [grouped[i:i + 8] for i in range(0, 250, 8)]
+    # every batch comes from one chunk of 40 rows sorted by length: its rows' lengths are non-increasing
+    chunk_of = {int(r): k // 40 for k, r in enumerate(order.tolist())}
+    full = [b for b in batches if len(b) == 8]
+    assert all(len({chunk_of[int(r)] for r in b}) == 1 for b in full)
+    assert all(torch.all(lengths[b][:-1] >= lengths[b][1:]) for b in full)
+    # padding: each batch's longest row is far closer to its shortest than in the shuffled order
+    spread = np.mean([int(lengths[b].max() - lengths[b].min()) for b in full])
+    shuffled = np.mean([int(lengths[order[i:i + 8]].max() - lengths[order[i:i + 8]].min())
+                        for i in range(0, 248, 8)])
+    assert spread < shuffled / 3
+    again = train_mod.length_grouped_order(order, lengths, 8, torch.Generator().manual_seed(1),
+                                           group_batches=5)
+    assert torch.equal(grouped, again)
+
+
+def test_precision_auto_is_bf16_for_transformers_on_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: True)
+    assert train_mod.training_autocast(TrainConfig(tam="mpnet-base"), cpu)
+    assert not train_mod.training_autocast(TrainConfig(tam="lstm"), cpu)
+    assert not train_mod.training_autocast(TrainConfig(tam="mpnet-base", precision="fp32"), cpu)
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: False)
+    assert not train_mod.training_autocast(TrainConfig(tam="mpnet-base"), cpu)
+    assert train_mod.training_autocast(TrainConfig(tam="mpnet-base", precision="bf16"), cpu)
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_training_learns_and_runs_the_forward_in_bf16(bert_dir, monkeypatch):
+    seen = []
+    original = train_mod.TaskModel.forward
+
+    def record(self, input_ids, attention_mask):
+        out = original(self, input_ids, attention_mask)
+        seen.append(out.logits.dtype)
+        return out
+
+    monkeypatch.setattr(train_mod.TaskModel, "forward", record)
+    distinct = sentiment_rows(12)
+    result = _train(distinct * 32, epochs=1, tam=str(bert_dir), lr=5e-3, precision="bf16")
+    assert torch.bfloat16 in seen
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # weights stay float32
+    assert _accuracy(result.model, distinct) == 1.0
+
+
+def test_checkpoints_hold_only_what_resuming_needs(tmp_path, bert_dir):
+    rows = sentiment_rows(40, weights=True)
+    cfg = TrainConfig(tam=str(bert_dir), epochs=3, lr=5e-3, batch_size=8, precision="bf16",
+                      bank_threshold=0.3)
+    common = {"seed": 2, "progress": False}
+    full = train_task_model(rows, cfg, LABELS, **common)
+    ckpt = tmp_path / train_mod.CHECKPOINT_NAME
+    train_task_model(rows, cfg, LABELS, workdir=tmp_path, max_epochs_this_run=1, **common)
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["best_epoch"] == 1
+    assert saved["state"]["best_state"] is None  # the best weights are the checkpoint's current weights
+    train_task_model(rows, cfg, LABELS, workdir=tmp_path, max_epochs_this_run=1, **common)
+    second = torch.load(ckpt, weights_only=True)["state"]
+    assert second["epoch"] == 2
+    assert (second["best_state"] is None) == (second["best_epoch"] == 2)
+    resumed = train_task_model(rows, cfg, LABELS, workdir=tmp_path, **common)
+    assert torch.load(ckpt, weights_only=True)["state"]["epoch"] == 2  # nothing written after the last epoch
+    assert resumed.best_epoch == full.best_epoch
+    assert _strip_timing(resumed.history) == _strip_timing(full.history)
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name

@@ -14,7 +14,9 @@ from unigen.cli.common import DEFAULT_WORKDIR, add_config_args, add_executor, ad
 from unigen.config import UniGenConfig, dump_yaml
 from unigen.errors import CellsFailed, UniGenError
 from unigen.experiment import load_experiment, run_experiment
-from unigen.stages import atomic_write_json, atomic_write_text, stage_status
+from unigen.files import atomic_write_json, atomic_write_text
+from unigen.lock import workdir_lock
+from unigen.stages import stage_status
 
 # ---------------------------------------------------------------- run / status
 
@@ -139,6 +141,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw per-set accuracy bars (with the paper's Prompting row) into this PNG")
     p.add_argument("--no-paper", action="store_true", help="do not print the paper's Prompting row")
+    add_wait(p)
     add_config_args(p)
     p.set_defaults(func=cmd_evaluate)
     return p
@@ -169,8 +172,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         name = (
             "vader" if args.model == "vader" else "prompt" if args.model.startswith("prompt:") else args.model
         )
-        results = evaluate_stage(cfg, args.workdir, name, args.model, identity_of(args.model, cfg), limit,
-                                 progress=progress(args))
+        with workdir_lock(args.workdir, wait=args.wait):  # one process per work folder, as `unigen run`
+            results = evaluate_stage(cfg, args.workdir, name, args.model, identity_of(args.model, cfg), limit,
+                                     progress=progress(args))
     else:
         classifier = load_classifier(args.model, cfg, progress=progress(args))
         name = classifier.name

@@ -7,7 +7,8 @@ import contextlib
 from pathlib import Path
 
 from unigen.config import UniGenConfig, load_config
-from unigen.stages import STAGES, Stage, workdir_lock
+from unigen.lock import workdir_lock
+from unigen.stages import STAGES, Stage
 
 DEFAULT_WORKDIR = "runs/default"
 
@@ -54,7 +55,7 @@ def add_destination(p: argparse.ArgumentParser, stage: str) -> None:
 
 def stage_lock(args: argparse.Namespace, input_stage: str | Path | None = None
                ) -> contextlib.AbstractContextManager:
-    """The work-folder lock (:func:`unigen.stages.workdir_lock`) that `unigen run` holds, for a stage command
+    """The work-folder lock (:func:`unigen.lock.workdir_lock`) that `unigen run` holds, for a stage command
     writing into its work folder (:func:`workdir_of`), so two processes never fill one stage folder; none
     with ``--output`` (an exact folder the user named)."""
     if args.output:

@@ -2,10 +2,10 @@
 
 ``unigen export MODEL --format onnx --output DIR [--quantize int8]`` writes an ONNX graph (token ids and
 attention mask in, class probabilities out), its tokenizer and ``unigen_onnx.json`` into ``DIR``; load it
-with :class:`unigen.onnx.OnnxTaskModel` (needs only onnxruntime, numpy and tokenizers).
+with :class:`unigen.export.onnx_model.OnnxTaskModel` (needs only onnxruntime, numpy and tokenizers).
 
 ``unigen export-data RUN_DIR|STAGE_DIR --output DIR`` writes the final training rows as
-``DIR/train.parquet`` with a dataset card (:mod:`unigen.export.data`).
+``DIR/train.parquet`` with a dataset card (:mod:`unigen.export.parquet`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="export a task model to ONNX (token ids -> probabilities) with its tokenizer",
         description="Writes DIR/model.onnx (inputs input_ids and attention_mask, int64 (batch, sequence); "
         "output probabilities, float32 (batch, labels)), the tokenizer (tokenizer.json or vocab.json), "
-        "unigen_onnx.json and the model card. Load it with unigen.onnx.OnnxTaskModel or serve it with "
+        "unigen_onnx.json and the model card. Load it with unigen.OnnxTaskModel or serve it with "
         "`unigen serve DIR`. The export is checked on a few sentences against PyTorch.",
     )
     p.add_argument("model", metavar="MODEL", help="a task-model folder or a train stage folder")
@@ -48,7 +48,7 @@ def add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     _need("onnx", "onnxruntime", extra="onnx")
     from unigen.export.onnx_export import CHECK_TEXTS, ONNX_NAME, export_onnx  # torch
-    from unigen.onnx import ONNX_CONFIG
+    from unigen.export.onnx_model import ONNX_CONFIG
 
     out = export_onnx(args.model, args.output, quantize=args.quantize)
     record = json.loads((out / ONNX_CONFIG).read_text(encoding="utf-8"))
@@ -79,7 +79,7 @@ def add_export_data(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_export_data(args: argparse.Namespace) -> int:
-    from unigen.export.data import PARQUET_NAME, export_training_data  # numpy, pyarrow
+    from unigen.export.parquet import PARQUET_NAME, export_training_data  # numpy, pyarrow
 
     out = export_training_data(args.source, args.output)
     import pyarrow.parquet as pq

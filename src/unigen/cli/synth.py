@@ -48,7 +48,7 @@ def add_relabel(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run or resume the generation stage and print its folder."""
-    from unigen.synth.generate import generate_into, generate_stage  # torch
+    from unigen.synth.generate_stage import generate_into, generate_stage  # torch
     from unigen.synth.stage import synthesize
 
     cfg = config(args)
@@ -67,7 +67,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_relabel(args: argparse.Namespace) -> int:
     """Relabel a finished generation folder and print the relabel folder."""
-    from unigen.synth.relabel import relabel_into, relabel_stage  # torch
+    from unigen.synth.relabel_stage import relabel_into, relabel_stage  # torch
     from unigen.synth.stage import synthesize
 
     cfg = config(args)

@@ -4,7 +4,7 @@
 as ``unigen run`` writes it and write their own stage folder the same way (``--workdir W``:
 ``W/03_weight/<fingerprint>``, ``W/04_train/<fingerprint>``; ``--output DIR``: exactly ``DIR``). ``--data``
 may also be a JSONL file of training rows (``text`` plus ``probs`` or ``label``, optional ``weight`` and
-``keep``; :mod:`unigen.tam.data`), made elsewhere.
+``keep``; :mod:`unigen.tam.training_data`), made elsewhere.
 
 ``unigen predict --model DIR [TEXT ...]`` prints one JSON line ``{"text", "label", "probabilities"}`` per
 text (:mod:`unigen.predictions`); ``--input FILE`` reads a file of texts (:mod:`unigen.textfiles`: JSON lines,
@@ -31,10 +31,12 @@ from unigen.cli.common import (
     stage_lock,
     workdir_of,
 )
+from unigen.console import warn
 from unigen.errors import UniGenError
+from unigen.files import check_unicode
 from unigen.inference import check_device, is_onnx, load_model
 from unigen.predictions import RowWriter, output_format, predict_rows
-from unigen.stages import STAGES, check_unicode, warn
+from unigen.stages import STAGES
 from unigen.textfiles import FORMATS, STDIN, TextFile, TextRow, count_rows, open_texts
 
 #: seconds before ``unigen predict`` shows its progress bar (short inputs show none)
@@ -235,7 +237,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def _write_file(path: Path, source: TextFile, loaded: Any, args: argparse.Namespace, bar: Any) -> RowWriter:
     import io
 
-    from unigen.stages import atomic_write
+    from unigen.files import atomic_write
 
     done: list[RowWriter] = []
 

@@ -138,7 +138,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise ConfigError(f"{where}: not valid YAML ({reason})") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return loaded

@@ -54,3 +54,16 @@ def preset_overrides(method: str = "unigen", domain: str | None = None,
             raise ConfigError(f"unknown ablation '{name}': use one of {', '.join(ABLATIONS)}")
         settings.update(ABLATIONS[name])
     return settings
+
+
+#: settings that make a whole run take seconds on tiny models (the smoke runs of the tests and of
+#: scripts/chaos.py); the caller names the generator and the test file (:func:`tiny_run_settings`)
+TINY_RUN = ("device=cpu", "generate.samples_per_label=6", "generate.shard_size=4", "relabel.threshold=0.0",
+            "relabel.drop_disagreeing=false", "weight.outer_epochs=1", "train.epochs=1",
+            "train.lstm_hidden=8", "train.projection_dim=8", "run.tams=[lstm]", "run.baselines=[vader]")
+
+
+def tiny_run_settings(generator: str, datasets: str, *extra: str) -> list[str]:
+    """Dotted overrides of a tiny run: ``generator`` (a folder), :data:`TINY_RUN`, the test ``datasets``,
+    then ``extra`` (later settings win)."""
+    return [f"generator={generator}", *TINY_RUN, f"evaluate.datasets={datasets}", *extra]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unigen.errors import ConfigError
-from unigen.synth.prompts import PROMPT_SETS
+from unigen.prompts import PROMPT_SETS
 
 #: learning rate and epochs when ``train.lr`` / ``train.epochs`` / ``weight.inner_lr`` are unset
 #: (docs/method.md, "Hyper-parameters"): the LSTM trains from scratch, transformers are fine-tuned
@@ -244,7 +244,7 @@ class TrainConfig:
     """Stage 4: task-model training with SCL and the denoising memory bank (docs/method.md §6)."""
 
     tam: str = setting(
-        "minilm-l6", "lstm | an encoder name or path (minilm-l6, mpnet-base, roberta-base, ...)"
+        "mpnet-base", "lstm | an encoder name or path (mpnet-base, minilm-l6, roberta-base, ...)"
     )
     epochs: int | None = setting(None, "None: 5 for the LSTM, 3 for transformers")
     lr: float | None = setting(None, "None: 1e-3 for the LSTM, 2e-5 for transformers")
@@ -289,11 +289,22 @@ class TrainConfig:
         "the returned model (stochastic weight averaging, as SWAD for domain generalization); None: the "
         "best epoch on synthetic validation (the paper)", fingerprint="unless_default",
     )
+    precision: str = setting(
+        "auto", "fp32 | bf16 (bfloat16 autocast of the forward passes; weights, optimiser and losses stay "
+        "float32) | auto (bf16 for transformers where the device computes bf16 natively: AVX512-BF16 or AMX "
+        "CPUs, bf16 GPUs; else fp32)", fingerprint="unless_default", legacy="fp32",
+    )
+    group_by_length: bool = setting(
+        True, "form training batches from rows of similar token length (shuffled within chunks of 50 "
+        "batches, then the batches shuffled), so little of each step is padding",
+        fingerprint="unless_default", legacy=False,
+    )
 
     def __post_init__(self) -> None:
         _one_of("train.targets", self.targets, ("soft", "hard"))
         _one_of("train.pooling", self.pooling, ("cls", "mean"))
         _one_of("train.schedule", self.schedule, ("constant", "linear"))
+        _one_of("train.precision", self.precision, ("auto", "fp32", "bf16"))
         _check(0.0 <= self.warmup < 1.0, "train.warmup must be in [0, 1)")
         _check(self.average_from is None or 0.0 <= self.average_from < 1.0,
                "train.average_from must be None or in [0, 1)")
@@ -374,7 +385,7 @@ class RunConfig:
     ablations: tuple[str, ...] = setting(
         (), "hard-relabel, no-relabel, no-denoise-bank, no-scl, combined-prompts"
     )
-    tams: tuple[str, ...] = setting(("lstm", "minilm-l6"), "task models trained on the same synthetic data")
+    tams: tuple[str, ...] = setting(("lstm", "mpnet-base"), "task models trained on the same synthetic data")
     baselines: tuple[str, ...] = setting(("vader", "prompt"), "baselines evaluated beside the task models")
     prompt_limit: int | None = setting(100, "rows per test set for the Prompting baseline (None: full sets)")
     prompt_rule: str = setting(

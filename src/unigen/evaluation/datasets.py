@@ -16,7 +16,7 @@ from pathlib import Path
 
 from unigen.errors import DataError, short_repr
 from unigen.evaluation.paper import SET_DOMAIN, TEST_SETS
-from unigen.stages import MAX_LINE_BYTES, check_unicode, iter_jsonl
+from unigen.files import MAX_LINE_BYTES, check_unicode, iter_jsonl
 
 VALIDATION_SETS: tuple[str, ...] = ("sst2", "rotten_tomatoes", "tweet")
 

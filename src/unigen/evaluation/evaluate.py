@@ -23,6 +23,7 @@ from unigen.config import UniGenConfig
 from unigen.config.schema import EVAL_ENGINES
 from unigen.errors import ModelNotAvailable
 from unigen.evaluation.datasets import Dataset, load_dataset, parse_dataset_names
+from unigen.registry import native_bf16
 
 
 class Classifier(Protocol):
@@ -85,7 +86,8 @@ class PromptClassifier:
 
 
 class TaskModelClassifier:
-    """A task model (:class:`~unigen.tam.model.TaskModel` or :class:`~unigen.onnx.OnnxTaskModel`):
+    """A task model (:class:`~unigen.tam.model.TaskModel` or
+    :class:`~unigen.export.onnx_model.OnnxTaskModel`):
     the label of highest probability. ``engine`` says which of the two runs it."""
 
     def __init__(self, model: Any, name: str, batch_size: int = 64, engine: str = "pytorch"):
@@ -93,20 +95,6 @@ class TaskModelClassifier:
 
     def predict_ids(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.model.predict_proba(list(texts), batch_size=self.batch_size)).argmax(axis=1)
-
-
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 matrix products natively: a GPU that supports bf16, or a CPU
-    with AVX512-BF16 or AMX (Linux ``/proc/cpuinfo`` flags); elsewhere bf16 is emulated and slower."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _onnx_installed() -> bool:
@@ -175,7 +163,7 @@ def load_task_model(path: str | Path, engine: str, device: str = "auto") -> Any:
     if engine == "pytorch-bf16":
         return AutocastModel(model)
     from unigen.export.onnx_export import export_onnx
-    from unigen.onnx import OnnxTaskModel
+    from unigen.export.onnx_model import OnnxTaskModel
 
     with tempfile.TemporaryDirectory(prefix="unigen-eval-onnx-") as tmp:
         export_onnx(model, tmp)
@@ -187,19 +175,10 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
     if spec == "vader":
         return VaderClassifier()
     if spec.startswith("prompt:"):
-        from unigen.synth.scoring import LMScorer  # torch
+        from unigen.synth.backends import make_scorer  # torch
 
         lm_name = spec.split(":", 1)[1] or cfg.generator
-        if cfg.scoring.backend == "ctranslate2":
-            from unigen.synth.ct2_backend import make_ct2_scorer
-
-            scorer = make_ct2_scorer(lm_name, cfg.labels, cfg.scoring, cfg.device)
-        elif cfg.scoring.backend == "vllm":
-            from unigen.synth.vllm_backend import make_vllm_scorer  # vllm, CUDA
-
-            scorer = make_vllm_scorer(lm_name, cfg.labels, cfg.scoring)
-        else:
-            scorer = LMScorer.from_name(lm_name, cfg.labels, cfg.scoring, device=cfg.device)
+        scorer = make_scorer(cfg, generator=lm_name)
         return PromptClassifier(scorer, f"prompt:{lm_name} ({cfg.scoring.rule})", progress)
     if Path(spec).is_dir():
         engine = eval_engine(cfg.evaluate.engine, cfg.device, _architecture(spec))
@@ -231,7 +210,10 @@ def evaluate_classifier(classifier: Classifier, datasets: Sequence[Dataset]) -> 
     for ds in datasets:
         start = time.perf_counter()
         pred = classifier.predict_ids(ds.texts)
-        results[ds.name] = {"accuracy": accuracy(ds.labels, pred), "macro_f1": macro_f1(ds.labels, pred),
+        num_classes = max(2, len(getattr(classifier, "labels", None) or ()), max(ds.labels, default=0) + 1,
+                          int(np.max(pred, initial=0)) + 1)  # every class counts, three-way sets too
+        results[ds.name] = {"accuracy": accuracy(ds.labels, pred),
+                            "macro_f1": macro_f1(ds.labels, pred, num_classes),
                             "n": len(ds), "seconds": round(time.perf_counter() - start, 2)}
         if ds.subsampled_from is not None:
             results[ds.name]["subsampled_from"] = ds.subsampled_from

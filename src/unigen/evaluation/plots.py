@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.evaluation.paper import SHORT_NAMES, TEST_SETS, paper_mean
-from unigen.stages import atomic_write
+from unigen.files import atomic_write
 
 __all__ = ["paper_values", "plot_accuracy"]
 

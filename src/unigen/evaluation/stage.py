@@ -15,7 +15,8 @@ from typing import Any
 
 from unigen.config import UniGenConfig, fingerprint_dict
 from unigen.evaluation.evaluate import evaluate_classifier, load_classifier, load_eval_sets, subsample_seed
-from unigen.stages import Stage, atomic_write_json, open_stage
+from unigen.files import atomic_write_json
+from unigen.stages import Stage, open_stage
 
 METRICS = "metrics.json"
 VADER_VERSION = "3.3.2"

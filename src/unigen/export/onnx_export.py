@@ -1,6 +1,6 @@
 """``unigen export --format onnx``: a task model as one ONNX graph, token ids -> class probabilities.
 
-The exported folder (loaded by :class:`unigen.onnx.OnnxTaskModel`)::
+The exported folder (loaded by :class:`unigen.export.onnx_model.OnnxTaskModel`)::
 
     model.onnx          inputs  input_ids, attention_mask  int64 (batch, sequence), right-padded
                         output  probabilities              float32 (batch, num_labels), softmax of the logits
@@ -41,11 +41,11 @@ from torch import nn
 
 from unigen import __version__
 from unigen.errors import ModelNotAvailable, UniGenError
-from unigen.export.cards import model_card
-from unigen.onnx import ONNX_CONFIG, ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxTaskModel
-from unigen.stages import atomic_write_text, sha256_file
+from unigen.export.onnx_model import ONNX_CONFIG, ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxTaskModel
+from unigen.files import atomic_write_text, sha256_file
 from unigen.tam.lstm import LSTMEncoder
 from unigen.tam.model import TaskModel
+from unigen.tam.model_card import model_card
 
 __all__ = ["ONNX_NAME", "MaskedBiLSTM", "ProbabilityGraph", "check_export", "export_onnx"]
 
@@ -194,7 +194,8 @@ class ProbabilityGraph(nn.Module):
 
 
 def _tokenizer_record(model: TaskModel, output: Path) -> dict[str, Any]:
-    """Write the tokenizer beside the graph; returns what :class:`unigen.onnx.OnnxTaskModel` needs."""
+    """Write the tokenizer beside the graph; returns what
+    :class:`unigen.export.onnx_model.OnnxTaskModel` needs."""
     if model.spec.architecture == "lstm":
         model.tokenizer.save(output / "vocab.json")
         return {"kind": "words", "file": "vocab.json", "pad_id": 0}
@@ -209,7 +210,7 @@ def _tokenizer_record(model: TaskModel, output: Path) -> dict[str, Any]:
             "pad_token": model.tokenizer.pad_token or model.tokenizer.convert_ids_to_tokens(int(pad_id or 0))}
 
 
-def _export_graph(model: TaskModel, path: Path, opset: int) -> None:
+def export_graph(model: TaskModel, path: Path, opset: int) -> None:
     """Trace :class:`ProbabilityGraph` into ``path`` with dynamic batch and sequence axes."""
     graph = ProbabilityGraph(model).eval()
     example = model.encode(["an example text to trace", "short", "a third and somewhat longer example"])
@@ -227,7 +228,7 @@ def _export_graph(model: TaskModel, path: Path, opset: int) -> None:
 
 
 def int8_plan(model: TaskModel, path: Path, keep_float_share: float | None = None) -> dict[str, Any]:
-    """What :func:`_quantize` does to the graph at ``path``: ``{"recipe", "op_types", "per_channel",
+    """What :func:`quantize_graph` does to the graph at ``path``: ``{"recipe", "op_types", "per_channel",
     "nodes_to_quantize", "kept_float"}``.
 
     LSTM models: every operator ONNX Runtime can quantize dynamically (LSTM, Gather, MatMul), per-channel.
@@ -245,7 +246,7 @@ def int8_plan(model: TaskModel, path: Path, keep_float_share: float | None = Non
             "kept_float": [name for name, _, _ in ranked[:cut]]}
 
 
-def _quantize(path: Path, plan: dict[str, Any]) -> None:
+def quantize_graph(path: Path, plan: dict[str, Any]) -> None:
     """Replace ``path`` by its int8 dynamic quantization (ONNX Runtime's ``quantize_dynamic``) by ``plan``
     (:func:`int8_plan`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -296,11 +297,11 @@ def export_onnx(model: TaskModel | str | Path, output: str | Path, *, quantize: 
     model = model.cpu().eval()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    _export_graph(model, output / ONNX_NAME, opset)
+    export_graph(model, output / ONNX_NAME, opset)
     plan = None
     if quantize == "int8":
         plan = int8_plan(model, output / ONNX_NAME)
-        _quantize(output / ONNX_NAME, plan)
+        quantize_graph(output / ONNX_NAME, plan)
     spec = model.spec
     record: dict[str, Any] = {
         "format": ONNX_FORMAT, "format_version": ONNX_FORMAT_VERSION, "unigen_version": __version__,
@@ -343,6 +344,6 @@ def _export_section(record: dict[str, Any]) -> str:
     return (f"## ONNX export\n\n`{record['model']}` ({how}, opset {record['opset']}): inputs `input_ids` "
             "and `attention_mask` (int64, batch x sequence, right-padded), output `probabilities` (float32, "
             f"batch x {len(record['labels'])}, in label order).{checked} It needs only onnxruntime, numpy "
-            "and tokenizers:\n\n```python\nfrom unigen.onnx import OnnxTaskModel\n\n"
+            "and tokenizers:\n\n```python\nfrom unigen import OnnxTaskModel\n\n"
             "model = OnnxTaskModel.from_pretrained(\"THIS_FOLDER\")\n"
             "model.predict([\"What a lovely film.\", \"Never again.\"])\n```")

@@ -239,7 +239,7 @@ def create_app(model: LoadedModel | str | Path, *, max_texts: int = DEFAULT_MAX_
     """The FastAPI application serving ``model`` (a :class:`LoadedModel` or a folder to load); the limits
     must be at least 1."""
     from unigen.errors import UniGenError
-    from unigen.export.cards import parse_card
+    from unigen.tam.model_card import parse_card
 
     for name, value in (("max_texts", max_texts), ("max_chars", max_chars)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

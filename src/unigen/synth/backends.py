@@ -1,4 +1,5 @@
-"""Where the generator runs: the one place that picks the engine for sampling and for scoring.
+"""Where the generator runs: the one place that picks the engine for sampling and for scoring (the relabel
+stage and the Prompting baseline both get their scorer here).
 
 ``generate.backend`` / ``scoring.backend``: ``transformers`` (PyTorch:
 :class:`~unigen.synth.sampling.LMSampler`, :class:`~unigen.synth.scoring.FastLMScorer`) or
@@ -11,16 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from unigen.config import ScoringConfig, UniGenConfig
+from unigen.registry import load_causal_lm, pick_device
 from unigen.synth.common import load_generator
 from unigen.synth.sampling import LMSampler, SamplingSettings, TextSampler
 from unigen.synth.scoring import FastLMScorer, LMScorer
 
 
 def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
-    g = cfg.generate
-    return SamplingSettings(
-        top_k=g.top_k, top_p=g.top_p, temperature=g.temperature, max_new_tokens=g.max_new_tokens
-    )
+    return SamplingSettings.from_config(cfg.generate)
 
 
 def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSampler:
@@ -43,17 +42,20 @@ def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSa
     return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
 
 
-def make_scorer(
-    cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None
-) -> LMScorer:
-    """The relabel stage's scorer for ``cfg`` (loads the generator unless ``lm`` is given)."""
-    if (scoring or cfg.scoring).backend == "ctranslate2":
+def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None,
+                *, generator: str | None = None) -> LMScorer:
+    """The scorer for ``cfg`` on ``scoring.backend``: the relabel stage's, and the Prompting baseline's
+    (``generator``: another LM than ``cfg.generator``). Loads the LM unless ``lm`` is given."""
+    scoring = scoring or cfg.scoring
+    name = generator or cfg.generator
+    if scoring.backend == "ctranslate2":
         from unigen.synth.ct2_backend import make_ct2_scorer  # ctranslate2
 
-        return make_ct2_scorer(cfg.generator, cfg.labels, scoring or cfg.scoring, cfg.device)
-    if (scoring or cfg.scoring).backend == "vllm":
+        return make_ct2_scorer(name, cfg.labels, scoring, cfg.device)
+    if scoring.backend == "vllm":
         from unigen.synth.vllm_backend import make_vllm_scorer  # vllm, CUDA
 
-        return make_vllm_scorer(cfg.generator, cfg.labels, scoring or cfg.scoring)
-    model, tokenizer = lm or load_generator(cfg)
-    return FastLMScorer(model, tokenizer, cfg.labels, scoring or cfg.scoring)
+        return make_vllm_scorer(name, cfg.labels, scoring)
+    model, tokenizer = lm or (load_generator(cfg) if name == cfg.generator
+                              else load_causal_lm(name, device=pick_device(cfg.device)))
+    return FastLMScorer(model, tokenizer, cfg.labels, scoring)

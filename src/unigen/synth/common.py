@@ -70,12 +70,3 @@ def relabel_fingerprint(cfg: UniGenConfig, gen_fingerprint: str) -> str:
 def load_generator(cfg: UniGenConfig) -> tuple[Any, Any]:
     """(model, tokenizer) of ``cfg.generator`` on ``cfg.device``."""
     return load_causal_lm(cfg.generator, device=pick_device(cfg.device))
-
-
-def progress_bar(total: int | None, desc: str, enabled: bool, *, initial: int = 0, unit: str = "sample",
-                 **options: Any) -> Any:
-    """A tqdm bar (a no-op one when ``enabled`` is false, i.e. with ``--quiet``)."""
-    from tqdm.auto import tqdm
-
-    options = {"dynamic_ncols": True, "smoothing": 0.1, **options}
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, **options)

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,9 +42,10 @@ from typing import Any
 import numpy as np
 
 from unigen.errors import ModelNotAvailable
+from unigen.files import atomic_write_text, publish_folder, update_sha256
 from unigen.registry import cache_dir, from_pretrained, resolve
 from unigen.synth.sampling import Continuation, SamplingSettings, eos_token_ids, stop_token_mask
-from unigen.synth.scoring import LMScorer, _progress
+from unigen.synth.scoring import LMScorer, scoring_progress
 
 BACKENDS = ("transformers", "ctranslate2")
 COMPUTE_TYPES = ("int8", "int8_float32", "float32")  # CPU; float32 needs a float32 conversion
@@ -94,15 +92,9 @@ def source_digest(folder: Path) -> str:
         digest = hashlib.sha256()
         for p in files:
             digest.update(p.name.encode() + b"\0")
-            with open(p, "rb") as f:
-                while block := f.read(1 << 22):
-                    digest.update(block)
+            update_sha256(digest, p)
         memo[key] = digest.hexdigest()
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=memo_path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(memo, indent=1))
-        os.replace(tmp, memo_path)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
     return memo[key]
 
 
@@ -132,26 +124,18 @@ def converted_dir(name: str, quantization: str = "int8") -> Path:
     if (target / "model.bin").is_file():
         return target
     check_architecture(src)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
     try:
-        converter = ct2.converters.TransformersConverter(str(src), low_cpu_mem_usage=True)
-        converter.convert(str(tmp / "model"), quantization=quantization, force=True)
-        _fill_special_tokens(tmp / "model" / "config.json")
-        (tmp / "model" / "unigen_source.json").write_text(json.dumps(
-            {"source": str(src), "sha256": source_digest(src), "quantization": quantization,
-             "ctranslate2": ct2.__version__}, indent=1))
-        try:
-            os.replace(tmp / "model", target)
-        except OSError:  # another process finished the same conversion first
-            if not (target / "model.bin").is_file():
-                raise
+        with publish_folder(target) as folder:  # another process finishing the same conversion first is fine
+            converter = ct2.converters.TransformersConverter(str(src), low_cpu_mem_usage=True)
+            converter.convert(str(folder), quantization=quantization, force=True)
+            _fill_special_tokens(folder / "config.json")
+            (folder / "unigen_source.json").write_text(json.dumps(
+                {"source": str(src), "sha256": source_digest(src), "quantization": quantization,
+                 "ctranslate2": ct2.__version__}, indent=1))
     except (ValueError, NotImplementedError) as exc:
         raise ModelNotAvailable(
             f"{name}: CTranslate2 conversion failed: {str(exc).splitlines()[0]}"
         ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -330,7 +314,7 @@ class CT2Scorer(LMScorer):
         seqs = self._encode([template.format(label=lab, text=t) for t in texts for lab in self.labels])
         out = np.zeros(n * k)
         step = self.config.batch_size * 16 * k  # score_batch sorts by length inside each call
-        with _progress(n, "scoring (nll)", progress) as bar:
+        with scoring_progress(n, "scoring (nll)", progress) as bar:
             for start in range(0, len(seqs), step):
                 out[start: start + step] = self.sequence_nll(seqs[start: start + step])
                 bar.update(len(seqs[start: start + step]) // k)
@@ -340,7 +324,7 @@ class CT2Scorer(LMScorer):
         seqs = self._encode([self.config.verbalizer_template.format(text=t) for t in texts])
         label_ids = np.array(self.label_token_ids())
         out = np.zeros((len(texts), len(self.labels)))
-        with _progress(len(texts), "scoring (verbalizer)", progress) as bar:
+        with scoring_progress(len(texts), "scoring (verbalizer)", progress) as bar:
             for batch in self._batches(seqs):
                 rows = [seqs[i] for i in batch]
                 logp = np.asarray(self.model.forward_batch(rows, return_log_probs=True))

@@ -17,7 +17,7 @@ prompt echoes (the text contains a prompt stem such as ``The text in positive se
 paper drops only the exact echo), and with ``dedup`` exact duplicates of any earlier row of the run.
 Unterminated texts (no closing quote within ``max_new_tokens``) are kept, as in the paper.
 
-The stage runner (disk, manifest, resume) is :mod:`unigen.synth.generate`.
+The stage runner (disk, manifest, resume) is :mod:`unigen.synth.generate_stage`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from unigen.errors import GenerationError
+from unigen.prompts import Prompt
 from unigen.seeds import derive_seed
-from unigen.synth.prompts import Prompt
 
 if TYPE_CHECKING:  # sampling imports torch; keep this module light for the CLI
     from unigen.synth.sampling import TextSampler

@@ -213,10 +213,11 @@ class _Overlay:
 class GenerateWorker:
     """One actor of the generation pool: loads the sampler once and generates shards by index.
 
-    ``specs``: the shards it may be given; ``sample``: :func:`unigen.synth.generate.sample_shard` (passed
+    ``specs``: the shards it may be given; ``sample``:
+    :func:`unigen.synth.generate_stage.sample_shard` (passed
     in, not imported: the stage runner imports this module). ``ledger``: the :class:`KeyLedger` handle, None
     with ``generate.dedup`` off (shards are then independent). ``sampler`` / ``lm``: as for
-    :func:`unigen.synth.generate.generate_into` (tests; shipped to the actor by pickling).
+    :func:`unigen.synth.generate_stage.generate_into` (tests; shipped to the actor by pickling).
     """
 
     def __init__(self, cfg: UniGenConfig, specs: list[Any], stems: list[str], sample: Callable[..., Any],
@@ -259,7 +260,7 @@ def ray_generate(cfg: UniGenConfig, stage: Any, todo: list[Any], bar: Any, *, st
     """Generate the shards ``todo`` (ShardSpecs, ascending) on a pool of Ray actors with ``sample`` (the
     stage's shard function), commit them in index order (redoing a shard whose speculation failed) and
     write them into ``stage``; returns the manifest's ``executor`` record."""
-    from unigen.synth.cards import Acceptance
+    from unigen.synth.datacards import Acceptance
 
     ray = init_ray()
     handle = None
@@ -350,7 +351,7 @@ class _Captured:
 
 class RelabelWorker:
     """One actor of the relabel pool: loads the scorer once and relabels generation shards by index with
-    ``relabel`` (:func:`unigen.synth.relabel.relabel_shard`, passed in like the generation worker's)."""
+    ``relabel`` (:func:`unigen.synth.relabel_stage.relabel_shard`, passed in like the generation worker's)."""
 
     def __init__(self, cfg: UniGenConfig, gen_path: str, choice: dict[str, Any], relabel: Callable[..., Any],
                  scorer: Any = None, lm: Any = None):

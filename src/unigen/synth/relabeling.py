@@ -1,6 +1,6 @@
 r"""Relabel stage, pure core: soft labels from LM scores, the filter, and the choice of scoring rule.
 
-The runner is :mod:`unigen.synth.relabel`.
+The runner is :mod:`unigen.synth.relabel_stage`.
 
 Notation: a text ``x`` generated with prompt label ``y``, label set of size ``K``, score matrix
 ``S`` from :class:`unigen.synth.scoring.LMScorer` (lower = more likely), temperature ``tau``
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from unigen.config import RelabelConfig
-from unigen.synth.prompts import get_prompt
+from unigen.prompts import get_prompt
 
 RULES = ("nll", "verbalizer")
 

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import torch
 
+from unigen.config import GenerateConfig
+
 
 @dataclass(frozen=True)
 class Continuation:
@@ -52,12 +54,23 @@ class TextSampler(Protocol):
         ...
 
 
+_GENERATE = GenerateConfig()
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    top_k: int = 40
-    top_p: float = 0.9
-    temperature: float = 1.0
-    max_new_tokens: int = 31
+    """The sampling knobs of ``generate.*`` that a sampler needs (:meth:`from_config`); the defaults are
+    :class:`~unigen.config.GenerateConfig`'s, not repeated here."""
+
+    top_k: int = _GENERATE.top_k
+    top_p: float = _GENERATE.top_p
+    temperature: float = _GENERATE.temperature
+    max_new_tokens: int = _GENERATE.max_new_tokens
+
+    @classmethod
+    def from_config(cls, config: GenerateConfig) -> SamplingSettings:
+        return cls(top_k=config.top_k, top_p=config.top_p, temperature=config.temperature,
+                   max_new_tokens=config.max_new_tokens)
 
 
 def filtered_distribution(

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from unigen.config import ScoringConfig
+from unigen.console import progress_bar
 from unigen.registry import load_causal_lm, pick_device
-from unigen.synth.common import progress_bar
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
+def scoring_progress(total: int, desc: str, enabled: bool) -> Any:
     return progress_bar(total, desc, enabled, unit="text", leave=False, smoothing=0.3)
 
 
@@ -122,7 +122,7 @@ class LMScorer:
         seqs = self._encode(strings)
         result = np.zeros(n * k)
         step = self.config.batch_size * 8
-        with _progress(n, "scoring (nll)", progress) as bar:
+        with scoring_progress(n, "scoring (nll)", progress) as bar:
             for start in range(0, len(seqs), step):
                 result[start: start + step] = self.sequence_nll(seqs[start: start + step])
                 bar.update(len(seqs[start: start + step]) // k)
@@ -141,7 +141,7 @@ class LMScorer:
         seqs = self._encode([self.config.verbalizer_template.format(text=t) for t in texts])
         label_ids = torch.tensor(self.label_token_ids(), device=self.device)
         out = np.zeros((len(texts), len(self.labels)))
-        with _progress(len(texts), "scoring (verbalizer)", progress) as bar:
+        with scoring_progress(len(texts), "scoring (verbalizer)", progress) as bar:
             for batch in self._batches(seqs):
                 ids, mask = self._pad([seqs[i] for i in batch])
                 logp = torch.log_softmax(self._last_logits(ids, mask), dim=-1)
@@ -182,7 +182,7 @@ class FastLMScorer(LMScorer):
         n, k = len(texts), len(self.labels)
         seqs = self._encode([template.format(label=lab, text=t) for t in texts for lab in self.labels])
         out = np.zeros(n * k)
-        with _progress(n, "scoring (nll)", progress) as bar:
+        with scoring_progress(n, "scoring (nll)", progress) as bar:
             for batch in self._batches(seqs):
                 out[batch] = self.sequence_nll([seqs[i] for i in batch])
                 bar.update(len(batch) / k)

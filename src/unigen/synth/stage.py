@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig
-from unigen.synth.generate import generate_stage
-from unigen.synth.relabel import relabel_stage
+from unigen.synth.generate_stage import generate_stage
+from unigen.synth.relabel_stage import relabel_stage
 from unigen.synth.relabeling import Scorer
 from unigen.synth.sampling import TextSampler
 from unigen.synth.until_kept import run_until_kept

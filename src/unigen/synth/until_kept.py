@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig
+from unigen.console import progress_bar
+from unigen.prompts import get_prompt_set
 from unigen.stages import Stage
 from unigen.synth.backends import make_sampler, make_scorer
-from unigen.synth.cards import summarise, write_generation_card, write_relabel_card
-from unigen.synth.common import load_generator, progress_bar
-from unigen.synth.generate import open_generation, prompt_stems, rebuild_seen, sample_shard
+from unigen.synth.common import load_generator
+from unigen.synth.datacards import summarise, write_generation_card, write_relabel_card
+from unigen.synth.generate_stage import open_generation, prompt_stems, rebuild_seen, sample_shard
 from unigen.synth.generation import KeySet, Stream, plan_streams, shard_spec
-from unigen.synth.prompts import get_prompt_set
-from unigen.synth.relabel import finish_relabel, open_relabel_stage, relabel_shard, resolve_rule
+from unigen.synth.relabel_stage import finish_relabel, open_relabel_stage, relabel_shard, resolve_rule
 from unigen.synth.relabeling import Scorer
 
 

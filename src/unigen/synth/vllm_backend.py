@@ -30,7 +30,7 @@ import numpy as np
 
 from unigen.errors import ModelNotAvailable
 from unigen.synth.sampling import Continuation, SamplingSettings, eos_token_ids, stop_token_mask
-from unigen.synth.scoring import LMScorer, _progress
+from unigen.synth.scoring import LMScorer, scoring_progress
 
 #: fraction of the GPU memory vLLM may take (weights + KV cache)
 GPU_MEMORY_UTILIZATION = 0.85
@@ -174,7 +174,7 @@ class VLLMScorer(LMScorer):
         n, k = len(texts), len(self.labels)
         seqs = self._encode([template.format(label=lab, text=t) for t in texts for lab in self.labels])
         out = np.zeros(n * k)
-        with _progress(n, "scoring (nll, vllm)", progress) as bar:
+        with scoring_progress(n, "scoring (nll, vllm)", progress) as bar:
             for start in range(0, len(seqs), self.chunk):
                 out[start: start + self.chunk] = self.sequence_nll(seqs[start: start + self.chunk])
                 bar.update(len(seqs[start: start + self.chunk]) // k)
@@ -186,7 +186,7 @@ class VLLMScorer(LMScorer):
         k = len(label_ids)
         out = np.zeros((len(texts), k))
         step = max(1, self.chunk // k)
-        with _progress(len(texts), "scoring (verbalizer, vllm)", progress) as bar:
+        with scoring_progress(len(texts), "scoring (verbalizer, vllm)", progress) as bar:
             for start in range(0, len(seqs), step):
                 part = seqs[start: start + step]
                 lps = self._prompt_logprobs([s + [lid] for s in part for lid in label_ids])

@@ -17,7 +17,7 @@ Encoders:
 returns :class:`TAMOutput` with ``.logits`` and ``.features``) and the saved product
 (:meth:`TaskModel.save_pretrained` / :meth:`TaskModel.from_pretrained`, :meth:`TaskModel.predict`).
 A saved folder holds ``unigen_tam.json``, ``model.safetensors``, a ``README.md`` model card
-(:mod:`unigen.export.cards`) and either ``vocab.json`` (LSTM) or the tokenizer files plus
+(:mod:`unigen.tam.model_card`) and either ``vocab.json`` (LSTM) or the tokenizer files plus
 ``encoder/config.json`` (transformers); it loads without the original encoder
 package or the Hub, and nothing in it is a pickle.
 
@@ -43,9 +43,10 @@ import torch
 from torch import nn
 
 from unigen import __version__
+from unigen.config import TrainConfig
 from unigen.errors import ModelNotAvailable
+from unigen.files import atomic_folder, hashed_files, verify_files
 from unigen.registry import from_pretrained, resolve
-from unigen.stages import atomic_folder, hashed_files, verify_files
 from unigen.tam.batching import padding_groups
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
 from unigen.tam.words import model_input
@@ -58,7 +59,6 @@ CONFIG_NAME = "unigen_tam.json"
 WEIGHTS_NAME = "model.safetensors"
 VOCAB_NAME = "vocab.json"
 ENCODER_SUBDIR = "encoder"
-DEFAULT_LSTM_HIDDEN = 256
 
 
 @dataclass
@@ -76,7 +76,7 @@ class TAMSpec:
     architecture: str  # "lstm" | "transformer"
     encoder: str  # the name or path it was built from
     labels: tuple[str, ...]
-    max_length: int = 40
+    max_length: int = 40  # records written before these were recorded: the sizes of that time
     projection_dim: int = 256
     vocab_size: int | None = None  # LSTM only
     embed_dim: int | None = None  # LSTM only
@@ -151,24 +151,30 @@ class TaskModel(nn.Module):
 
     @classmethod
     def build(cls, tam: str, labels: Sequence[str], *, texts: Sequence[str] | None = None,
-              max_length: int = 40, projection_dim: int = 256, lstm_hidden: int = DEFAULT_LSTM_HIDDEN,
+              max_length: int | None = None, projection_dim: int | None = None,
+              lstm_hidden: int | None = None,
               max_vocab: int = 50_000, vectors: Vectors | None = None, seed: int | None = None,
               pooling: str = "cls") -> TaskModel:
-        """A new, untrained task model (on CPU).
+        """A new, untrained task model (on CPU). :meth:`from_config` builds one from the training settings.
 
         Args:
             tam: ``"lstm"`` or an encoder name / folder / Hub id (see :func:`unigen.registry.resolve`).
             labels: label names, index = class id.
             texts: training texts; required for the LSTM (its vocabulary is built from them).
-            max_length: token limit of the inputs.
-            projection_dim: size of the contrastive feature.
-            lstm_hidden: LSTM units per direction.
+            max_length: the model's token limit (``spec.max_length``: what :meth:`encode` cuts to unless told
+                otherwise); default ``train.max_length``'s default.
+            projection_dim: size of the contrastive feature; default ``train.projection_dim``'s.
+            lstm_hidden: LSTM units per direction; default ``train.lstm_hidden``'s.
             max_vocab: LSTM vocabulary cap (including ``<pad>``, ``<unk>``).
             vectors: LSTM word vectors ``(words, (V, D) array)``; default: the embedded GloVe-6B-50d.
             seed: seeds every random initialisation (heads, unknown-word vectors, LSTM).
             pooling: transformer sentence vector, ``cls`` or ``mean`` (:class:`TransformerEncoder`).
         """
         labels = tuple(labels)
+        defaults = TrainConfig()
+        max_length = defaults.max_length if max_length is None else max_length
+        projection_dim = defaults.projection_dim if projection_dim is None else projection_dim
+        lstm_hidden = defaults.lstm_hidden if lstm_hidden is None else lstm_hidden
         with _seeded(seed):
             if tam == "lstm":
                 if texts is None:
@@ -186,6 +192,20 @@ class TaskModel(nn.Module):
                 encoder = TransformerEncoder(from_pretrained(AutoModel, path, dtype=torch.float32), pooling)
                 spec = TAMSpec("transformer", tam, labels, max_length, projection_dim, pooling=pooling)
             return cls(spec, encoder, tokenizer)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, labels: Sequence[str], *, tam: str | None = None,
+                    texts: Sequence[str] | None = None, vectors: Vectors | None = None,
+                    seed: int | None = None, pooling: str | None = None) -> TaskModel:
+        """A new, untrained task model shaped by the training settings: encoder ``tam`` (default
+        ``config.tam``), ``config.projection_dim``, ``config.lstm_hidden``, ``pooling`` (default
+        ``config.pooling``) and the prediction limit ``config.predict_max_length`` (else
+        ``config.max_length``) saved with it. Training inputs are cut to ``config.max_length`` by the caller
+        (``encode(texts, config.max_length)``): ``train.max_length`` is always the training limit."""
+        return cls.build(config.tam if tam is None else tam, labels, texts=texts,
+                         max_length=config.predict_max_length or config.max_length,
+                         projection_dim=config.projection_dim, lstm_hidden=config.lstm_hidden,
+                         vectors=vectors, seed=seed, pooling=config.pooling if pooling is None else pooling)
 
     def fresh_copy(self) -> TaskModel:
         """An independent deep copy with the current weights (a ``make_model`` factory for SunGen)."""
@@ -296,7 +316,7 @@ class TaskModel(nn.Module):
         """Write the model folder (safetensors weights, JSON config, tokenizer, ``README.md`` model card);
         returns its path.
 
-        Every file is written atomically (:func:`unigen.stages.atomic_folder`): a killed or failed save
+        Every file is written atomically (:func:`unigen.files.atomic_folder`): a killed or failed save
         leaves whole files only, and ``unigen_tam.json``, written last, records the sha256 of the others,
         which :meth:`from_pretrained` checks.
 
@@ -305,11 +325,11 @@ class TaskModel(nn.Module):
             training: optional JSON-able record stored in the config and shown in the model card: e.g.
                 ``rows``, ``seed``, ``epochs``, ``best_epoch``, ``best_valid_acc``, ``history``,
                 ``settings`` (the train settings) and ``data`` (how the rows were made,
-                :func:`unigen.export.cards.training_data_record`).
+                :func:`unigen.stages.training_data_record`).
         """
         from safetensors.torch import save_model
 
-        from unigen.export.cards import write_model_card
+        from unigen.tam.model_card import write_model_card
 
         path = Path(path)
         with atomic_folder(path, last=CONFIG_NAME) as tmp:

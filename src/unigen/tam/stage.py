@@ -7,7 +7,7 @@ made) and ``checkpoints/metrics.jsonl``. While it runs, ``checkpoints/checkpoint
 after the last finished epoch; a killed run resumes from it, and it is deleted once the model is saved.
 
 Input: the weight stage folder (rows with ``keep`` true; weights gate the memory bank), or a JSONL file of
-training rows (:mod:`unigen.tam.data`), identified in the fingerprint by its content hash.
+training rows (:mod:`unigen.tam.training_data`), identified in the fingerprint by its content hash.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig, fingerprint_dict
-from unigen.export.cards import training_data_record
-from unigen.stages import Stage, file_digest, iter_stage_rows, open_stage
-from unigen.tam.data import TrainingData, parse_rows, read_training_rows
+from unigen.files import file_digest
+from unigen.stages import Stage, iter_stage_rows, open_stage, training_data_record
 from unigen.tam.train import CHECKPOINT_NAME, train_task_model
+from unigen.tam.training_data import TrainingData, parse_rows, read_training_rows
 
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"

@@ -23,12 +23,21 @@ as in SWAD, Cha et al. 2021, which finds flatter minima that transfer better acr
 
     theta_avg = 1 / n * sum_{s > round(f S)} theta_s,   kept as avg_n = avg_{n-1} + (theta_n - avg_{n-1}) / n
 
+Speed: with ``precision`` bf16 (``auto``: transformers on a device with native bf16) the forward passes
+run under bfloat16 autocast while weights, Adam's moments and the losses stay float32; with
+``group_by_length`` each epoch's shuffled order is cut into chunks of 50 batches, each chunk sorted by
+token length and cut into batches, and the batches are shuffled again (so a step pads to a similar
+length instead of the longest of 32 random rows).
+
 Determinism and resuming: every random draw of epoch ``e`` (shuffle, dropout) comes from
 ``(seed, e)`` inside a forked RNG, so a checkpoint (model, momentum model, optimiser, memory bank,
-step, best-so-far, history) written atomically to ``workdir/checkpoint.pt`` after every epoch fully
-determines the rest of the run: a re-run with the same workdir continues after the last finished
-epoch and ends with exactly the result of an uninterrupted run. The stage runner (``04_train`` folders)
-is :mod:`unigen.tam.stage`.
+step, best-so-far, history) written atomically to ``workdir/checkpoint.pt`` after every epoch but the
+last fully determines the rest of the run: a re-run with the same workdir continues after the last
+finished epoch and ends with exactly the result of an uninterrupted run. The best epoch's weights are
+stored only when they are not the checkpoint's current weights, and nothing is written after the last
+epoch (the caller saves the model), so a transformer run of ``E`` epochs writes ``E - 1`` checkpoints of
+the model, the momentum model and the optimiser. The stage runner (``04_train`` folders) is
+:mod:`unigen.tam.stage`.
 """
 
 from __future__ import annotations
@@ -43,21 +52,53 @@ import numpy as np
 import torch
 
 from unigen.config import TrainConfig, fingerprint
+from unigen.console import progress_bar
 from unigen.errors import StageError
-from unigen.registry import pick_device
+from unigen.files import atomic_torch_save, write_jsonl_atomic
+from unigen.registry import native_bf16, pick_device
 from unigen.seeds import epoch_seed, split_rng
-from unigen.stages import atomic_torch_save, write_jsonl_atomic
-from unigen.tam.data import TrainingData, as_training_data
 from unigen.tam.losses import soft_cross_entropy, supervised_contrastive_loss
 from unigen.tam.lstm import Vectors
 from unigen.tam.memory import MemoryBank, gate_mask, make_momentum_copy, momentum_update
 from unigen.tam.model import TaskModel
+from unigen.tam.training_data import TrainingData, as_training_data
 
 __all__ = ["TrainResult", "split_indices", "train_task_model"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+#: batches per chunk that ``group_by_length`` sorts by token length
+LENGTH_GROUP_BATCHES = 50
+
+
+def training_autocast(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the forward passes run under bf16 autocast (``train.precision``; ``auto``: a transformer
+    on a device with native bf16)."""
+    if config.precision == "auto":
+        return config.tam != "lstm" and native_bf16(str(device))
+    return config.precision == "bf16"
+
+
+def length_grouped_order(order: torch.Tensor, lengths: torch.Tensor, batch_size: int,
+                         generator: torch.Generator,
+                         group_batches: int = LENGTH_GROUP_BATCHES) -> torch.Tensor:
+    """``order`` (a shuffled permutation) rearranged so that each run of ``batch_size`` rows has similar
+    ``lengths``: chunks of ``group_batches * batch_size`` rows are sorted by length (longest first),
+    cut into batches, and the batches of the whole epoch are shuffled with ``generator``.
+
+    Every row appears once; the one short batch, if any (from the last chunk), stays last, so slicing
+    the result every ``batch_size`` rows gives exactly these batches.
+    """
+    chunk = batch_size * group_batches
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[torch.argsort(lengths[part], descending=True, stable=True)]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    short = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return torch.cat([batches[i] for i in shuffled] + short) if batches or short else order
 
 
 @dataclass
@@ -100,7 +141,8 @@ def _batch(
 
 @torch.no_grad()
 def _accuracy(
-    model: TaskModel, inputs: dict[str, torch.Tensor], labels: np.ndarray, batch_size: int
+    model: TaskModel, inputs: dict[str, torch.Tensor], labels: np.ndarray, batch_size: int,
+    autocast: bool = False,
 ) -> float:
     """Accuracy of ``argmax logits`` against integer ``labels`` (eval mode, mode restored after)."""
     was_training = model.training
@@ -108,7 +150,9 @@ def _accuracy(
     correct = 0
     for start in range(0, len(labels), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(labels)))
-        pred = model(**_batch(inputs, idx, model.device)).logits.argmax(dim=-1).cpu().numpy()
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(**_batch(inputs, idx, model.device)).logits
+        pred = logits.float().argmax(dim=-1).cpu().numpy()
         correct += int((pred == labels[start:start + batch_size]).sum())
     model.train(was_training)
     return correct / max(1, len(labels))
@@ -147,6 +191,7 @@ class _Loop:
                  total_steps: int) -> None:
         self.model, self.config, self.weight_ce = model, config, weight_ce
         self.device = model.device
+        self.autocast = training_autocast(config, self.device)
         self.momentum: TaskModel | None = None
         if config.scl_weight > 0:
             self.momentum = make_momentum_copy(model)
@@ -174,8 +219,8 @@ class _Loop:
              weights: torch.Tensor | None) -> torch.Tensor:
         """The contrastive term; updates the bank (before the loss only in code-faithful mode)."""
         cfg = self.config
-        with torch.no_grad():
-            keys = self.momentum(**batch).features
+        with torch.no_grad(), self._autocast():
+            keys = self.momentum(**batch).features.float()
         gated = weights if (cfg.denoise_bank and weights is not None) else None
         keep = gate_mask(gated, cfg.bank_threshold, len(hard))
         if cfg.code_faithful:
@@ -190,9 +235,11 @@ class _Loop:
     def step(self, batch: dict[str, torch.Tensor], targets: torch.Tensor, hard: torch.Tensor,
              weights: torch.Tensor | None) -> tuple[float, float, float]:
         """One optimiser step; returns ``(loss, ce, scl)``."""
-        out = self.model(**batch)
-        ce = soft_cross_entropy(out.logits, targets, weights if self.weight_ce else None)
-        scl = self._scl(batch, out.features, hard, weights) if self.momentum is not None else ce.new_zeros(())
+        with self._autocast():
+            out = self.model(**batch)
+        logits, features = out.logits.float(), out.features.float()
+        ce = soft_cross_entropy(logits, targets, weights if self.weight_ce else None)
+        scl = self._scl(batch, features, hard, weights) if self.momentum is not None else ce.new_zeros(())
         loss = ce + self.config.scl_weight * scl
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,6 +252,9 @@ class _Loop:
         if self.average is not None and self.step_count > self.average_start:
             self.average.update(self.model)
         return loss.item(), ce.item(), scl.item()
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -235,20 +285,20 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _run_epoch(loop: _Loop, inputs: dict[str, torch.Tensor], data: TrainingData, *, epoch: int,
                seed: int, progress: bool, desc: str) -> dict[str, float]:
     """One pass over the training rows in a seeded order; returns mean loss terms and throughput."""
-    from tqdm.auto import tqdm
-
     device, cfg = loop.device, loop.config
     targets_np = np.eye(data.num_labels, dtype=np.float32)[data.hard_labels()] if cfg.targets == "hard" \
         else data.targets
     targets = torch.from_numpy(targets_np)
     hard = torch.from_numpy(data.hard_labels())
     weights = None if data.weights is None else torch.from_numpy(data.weights)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 0)))
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
+    order = torch.randperm(len(data), generator=generator)
+    if cfg.group_by_length:
+        order = length_grouped_order(order, inputs["attention_mask"].sum(dim=1), cfg.batch_size, generator)
     sums = np.zeros(3)
     tic = time.perf_counter()
     loop.model.train()
-    with tqdm(total=len(data), desc=desc, unit="sample", disable=not progress, leave=False,
-              dynamic_ncols=True) as bar:
+    with progress_bar(len(data), desc, progress, leave=False) as bar:
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             terms = loop.step(_batch(inputs, idx, device), targets[idx].to(device), hard[idx].to(device),
@@ -261,6 +311,14 @@ def _run_epoch(loop: _Loop, inputs: dict[str, torch.Tensor], data: TrainingData,
     return {"loss": loss, "ce": ce, "scl": scl, "seconds": seconds, "samples_per_s": len(data) / seconds}
 
 
+def _save_checkpoint(path: Path, run_id: str, loop: _Loop, state: dict[str, Any]) -> None:
+    """Write what resuming needs; the best weights only when they are not the current ones."""
+    best_is_current = state["best_epoch"] == state["epoch"]
+    saved_state = {**state, "best_state": None if best_is_current else state["best_state"]}
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "run_id": run_id, "loop": loop.state_dict(),
+                       "state": saved_state}, path)
+
+
 def _load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -271,13 +329,14 @@ def _load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
     return state
 
 
-def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int = 42,
+def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int,
                      workdir: str | Path | None = None, progress: bool = True, device: str = "auto",
                      vectors: Vectors | None = None, max_epochs_this_run: int | None = None) -> TrainResult:
     """Train a task model on synthetic rows and return the best epoch's model (module docstring).
 
     Args:
-        data: :class:`~unigen.tam.data.TrainingData`, row mappings (``text`` + ``probs`` or ``label``,
+        data: :class:`~unigen.tam.training_data.TrainingData`, row mappings (``text`` + ``probs`` or
+            ``label``,
             optional ``weight``/``keep``), or ``(texts, targets (N, C), weights (N,) | None)``.
         config: the training settings (``config.tam`` picks the encoder).
         labels: label names, index = class id.
@@ -295,10 +354,8 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
     data = as_training_data(data, len(labels))
     train_idx, valid_idx = split_indices(len(data), config.valid_fraction, seed)
     train, valid = data.subset(train_idx), data.subset(valid_idx)
-    model = TaskModel.build(config.tam, labels, texts=train.texts,
-                            max_length=config.predict_max_length or config.max_length,
-                            projection_dim=config.projection_dim, lstm_hidden=config.lstm_hidden,
-                            vectors=vectors, seed=seed, pooling=config.pooling).to(pick_device(device))
+    model = TaskModel.from_config(config, labels, texts=train.texts, vectors=vectors,
+                                  seed=seed).to(pick_device(device))
     epochs = config.planned_epochs(len(train))
     steps = epochs * config.steps_per_epoch(len(train))
     loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed, total_steps=steps)
@@ -316,6 +373,8 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         if saved is not None:
             loop.load_state_dict(saved["loop"])
             state = saved["state"]
+            if state["best_state"] is None and state["best_epoch"] == state["epoch"]:
+                state["best_state"] = _cpu(model.state_dict())
 
     ran = 0
     for epoch in range(state["epoch"], epochs):
@@ -326,7 +385,7 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
             torch.manual_seed(epoch_seed(seed, epoch, 1))
             metrics = _run_epoch(loop, train_inputs, train, epoch=epoch, seed=seed, progress=progress,
                                  desc=f"train {config.tam} epoch {epoch + 1}/{epochs}")
-        acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size)
+        acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size, loop.autocast)
         state["history"].append(
             {"epoch": epoch + 1, **metrics, "valid_acc": acc, "bank_size": len(loop.bank)}
         )
@@ -335,14 +394,14 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         state["epoch"] = epoch + 1
         ran += 1
         if ckpt_path is not None:
-            atomic_torch_save({"format": CHECKPOINT_FORMAT, "run_id": run_id, "loop": loop.state_dict(),
-                                "state": state}, ckpt_path)
+            if state["epoch"] < epochs:
+                _save_checkpoint(ckpt_path, run_id, loop, state)
             write_jsonl_atomic(metrics_path, state["history"])
 
     completed = state["epoch"] >= epochs
     if completed and loop.average is not None and loop.average.state is not None:
         model.load_state_dict(loop.average.state)
-        acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size)
+        acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size, loop.autocast)
         model.eval()
         return TrainResult(model, state["history"], state["epoch"], acc, completed=True, averaged=True)
     if state["best_state"] is not None:

@@ -1,7 +1,8 @@
 """The LSTM task model's word tokenizer: lower-cased regex word tokens over a fixed vocabulary.
 
 It needs nothing outside the standard library (:meth:`WordTokenizer.batch` imports torch to make tensors),
-so the exported ONNX model (:mod:`unigen.onnx`) tokenises with exactly the same code as the PyTorch model.
+so the exported ONNX model (:mod:`unigen.export.onnx_model`) tokenises with exactly the same code as the
+PyTorch model.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class WordTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write ``vocab.json`` (``{"pattern", "lowercase", "tokens"}``)."""
-        from unigen.stages import atomic_write_text  # the file reader above stays standard-library only
+        from unigen.files import atomic_write_text  # the file reader above stays standard-library only
 
         payload = {"pattern": self.pattern, "lowercase": True, "tokens": self.tokens}
         atomic_write_text(path, json.dumps(payload, ensure_ascii=False))

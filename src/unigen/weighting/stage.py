@@ -27,20 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from unigen.config import UniGenConfig, WeightConfig, fingerprint_dict
+from unigen.config import TrainConfig, UniGenConfig, WeightConfig, fingerprint_dict
 from unigen.errors import StageError
+from unigen.files import atomic_torch_save, file_digest, iter_jsonl, write_jsonl_atomic
 from unigen.registry import pick_device
-from unigen.stages import (
-    Stage,
-    atomic_torch_save,
-    file_digest,
-    iter_jsonl,
-    iter_stage_rows,
-    open_stage,
-    write_jsonl_atomic,
-)
-from unigen.tam.data import TrainingData, parse_rows, read_training_rows
+from unigen.stages import Stage, iter_stage_rows, open_stage
 from unigen.tam.model import TaskModel
+from unigen.tam.training_data import TrainingData, parse_rows, read_training_rows
 from unigen.weighting.sungen import WeightResult, WeightState, learn_sample_weights
 
 
@@ -68,18 +61,22 @@ def training_rows(relabeled: Iterable[dict[str, Any]], mode: str) -> list[dict[s
     return rows
 
 
-def weight_samples(data: TrainingData, config: WeightConfig, labels: Sequence[str], *, seed: int = 42,
-                   max_length: int = 40, lstm_hidden: int = 256, projection_dim: int = 256,
-                   vectors: Any = None, device: str = "auto", state: WeightState | None = None,
+def weight_samples(data: TrainingData, config: WeightConfig, labels: Sequence[str], *, seed: int,
+                   train: TrainConfig, vectors: Any = None, device: str = "auto",
+                   state: WeightState | None = None,
                    on_epoch_end: Callable[[WeightState], None] | None = None,
                    progress: bool = True) -> WeightResult:
-    """SunGen weights ``(N,)`` for ``data`` (its ``targets`` are the inner loss's soft labels)."""
-    base = TaskModel.build(config.tam, labels, texts=data.texts, max_length=max_length,
-                           projection_dim=projection_dim, lstm_hidden=lstm_hidden, vectors=vectors, seed=seed)
+    """SunGen weights ``(N,)`` for ``data`` (its ``targets`` are the inner loss's soft labels).
+
+    The weighting model is ``weight.tam`` shaped by the training settings ``train`` (CLS pooling), its inputs
+    cut to ``train.max_length`` tokens as in training."""
+    base = TaskModel.from_config(train, labels, tam=config.tam, texts=data.texts, vectors=vectors, seed=seed,
+                                 pooling="cls")
     device = pick_device(device)
     base.to(device)
     config = dataclasses.replace(config, inner_lr=config.resolved_inner_lr())
-    return learn_sample_weights(base.fresh_copy, base.encode(data.texts), torch.from_numpy(data.targets),
+    return learn_sample_weights(base.fresh_copy, base.encode(data.texts, train.max_length),
+                                torch.from_numpy(data.targets),
                                 config=config, seed=seed, state=state, on_epoch_end=on_epoch_end,
                                 progress=progress, device=device)
 
@@ -112,9 +109,8 @@ def weight_rows(rows: list[dict[str, Any]], output: Path, cfg: UniGenConfig, *, 
     def save_state(s: WeightState) -> None:
         atomic_torch_save({"n": len(rows), "seed": cfg.seed, "state": dataclasses.asdict(s)}, state_path)
 
-    result = weight_samples(data, cfg.weight, cfg.labels, seed=cfg.seed, max_length=cfg.train.max_length,
-                            lstm_hidden=cfg.train.lstm_hidden, projection_dim=cfg.train.projection_dim,
-                            vectors=vectors, device=cfg.device, state=state,
+    result = weight_samples(data, cfg.weight, cfg.labels, seed=cfg.seed, train=cfg.train, vectors=vectors,
+                            device=cfg.device, state=state,
                             on_epoch_end=save_state, progress=progress)
     weights, theta = result.weights.numpy(), result.theta.numpy()
     selected = select_top(weights, cfg.weight.keep_count(len(weights)))

@@ -68,6 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from unigen.config import WeightConfig
+from unigen.console import progress_bar
 from unigen.seeds import epoch_seed
 from unigen.tam.losses import reverse_cross_entropy, soft_cross_entropy_per_sample
 
@@ -373,8 +374,8 @@ def learn_sample_weights(make_model: Callable[[], nn.Module], inputs: Inputs, ta
     targets = targets.to(device) if targets.is_floating_point() else targets.to(device).float()
     epochs = range(start, config.outer_epochs)
     if progress:
-        from tqdm.auto import tqdm
-        epochs = tqdm(epochs, desc="sungen", initial=start, total=config.outer_epochs)
+        epochs = progress_bar(config.outer_epochs, "sungen", progress, initial=start, unit="it",
+                              iterable=epochs)
     for epoch in epochs:
         tic = time.perf_counter()
         cuda = [device.index or 0] if device.type == "cuda" else []

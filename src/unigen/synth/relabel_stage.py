@@ -22,18 +22,14 @@ from typing import Any
 import numpy as np
 
 from unigen.config import UniGenConfig, fingerprint_dict
+from unigen.console import progress_bar
 from unigen.errors import ConfigError, StageError
+from unigen.prompts import get_prompt_set
 from unigen.stages import Stage, open_stage, stage_dir
 from unigen.synth.backends import make_scorer
-from unigen.synth.cards import write_relabel_card
-from unigen.synth.common import (
-    generate_fingerprint,
-    progress_bar,
-    relabel_fingerprint,
-    relabel_settings,
-)
+from unigen.synth.common import generate_fingerprint, relabel_fingerprint, relabel_settings
+from unigen.synth.datacards import write_relabel_card
 from unigen.synth.generation import plan_streams
-from unigen.synth.prompts import get_prompt_set
 from unigen.synth.relabeling import RULES, Scorer, choose_rule, relabel_rows, score_rows
 
 

@@ -1,7 +1,7 @@
 """Generation stage (``unigen generate``): stage folder, shards on disk, resume, progress bar, data card.
 
 The pure core (post-processing, shard plan, one shard in memory) is :mod:`unigen.synth.generation` and
-the sampler :mod:`unigen.synth.sampling`; the data card is written by :mod:`unigen.synth.cards`.
+the sampler :mod:`unigen.synth.sampling`; the data card is written by :mod:`unigen.synth.datacards`.
 
 ``generate_stage(cfg, workdir)`` writes ``<workdir>/01_generate/<fingerprint>/`` (layout in
 :mod:`unigen.stages`) and returns it; a finished folder is returned at once. A run killed at any
@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import UniGenConfig
+from unigen.console import progress_bar
 from unigen.errors import ConfigError
+from unigen.prompts import get_prompt_set
 from unigen.stages import Stage, open_stage, stage_dir
 from unigen.synth.backends import make_sampler
-from unigen.synth.cards import Acceptance, summarise, write_generation_card
-from unigen.synth.common import generate_fingerprint, generate_settings, progress_bar
+from unigen.synth.common import generate_fingerprint, generate_settings
+from unigen.synth.datacards import Acceptance, summarise, write_generation_card
 from unigen.synth.generation import KeySet, ShardSpec, generate_shard, plan_shards, plan_streams, text_key
-from unigen.synth.prompts import get_prompt_set
 from unigen.synth.sampling import TextSampler
 
 

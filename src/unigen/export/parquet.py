@@ -1,7 +1,7 @@
 """``unigen export-data``: the final training rows of a run as a Parquet data set with a dataset card.
 
 The rows are the ones the train stage reads: the weight stage's rows with ``keep`` true (SunGen's top-K
-selection), validated by :func:`unigen.tam.data.parse_rows`. The source may be
+selection), validated by :func:`unigen.tam.training_data.parse_rows`. The source may be
 
 * a pipeline work folder (``unigen run --workdir W``): the weight stage its ``run.json`` names, else its
   only weight stage folder;
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from unigen.errors import DataError, StageError
-from unigen.export.cards import dataset_card, training_data_record, upstream_manifests
-from unigen.stages import MANIFEST, STAGES, Stage
-from unigen.tam.data import parse_rows
+from unigen.export.dataset_card import dataset_card
+from unigen.stages import MANIFEST, STAGES, Stage, training_data_record, upstream_manifests
+from unigen.tam.training_data import parse_rows
 
 __all__ = ["PARQUET_NAME", "export_training_data", "find_rows_stage"]
 
@@ -89,7 +89,7 @@ def export_training_data(source: str | Path, output: str | Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from unigen.stages import atomic_write, atomic_write_text
+    from unigen.files import atomic_write, atomic_write_text
 
     folder = find_rows_stage(source)
     manifests = upstream_manifests(folder)

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unigen.config import UniGenConfig
+from unigen.files import atomic_write_text
 from unigen.seeds import derive_seed
-from unigen.stages import Stage, atomic_write_text
+from unigen.stages import Stage
 from unigen.synth.generation import KeySet, text_key
 
 

@@ -3,7 +3,7 @@
 
 Needs only ``onnxruntime``, ``numpy`` and ``tokenizers`` (``pip install unigen-sentiment[onnx]``)::
 
-    from unigen.onnx import OnnxTaskModel
+    from unigen import OnnxTaskModel
 
     model = OnnxTaskModel.from_pretrained("exported/")     # written by `unigen export --format onnx`
     model.predict(["what a lovely film", "never again"])    # ['positive', 'negative']
@@ -112,7 +112,7 @@ class OnnxTaskModel:
                                     f"version {config.get('format_version')!r}")
         recorded = config.get("sha256")
         if recorded is not None:  # exports written before the record carried sha256s are loaded unchecked
-            from unigen.stages import verify_files
+            from unigen.files import verify_files
 
             problems = verify_files(path, recorded) if isinstance(recorded, dict) else ["sha256 is not a map"]
             if problems:

@@ -1,11 +1,11 @@
-"""Model cards and dataset cards in the Hugging Face format (``README.md`` with YAML front matter).
+"""Model cards in the Hugging Face format (``README.md`` with YAML front matter).
 
 * :func:`model_card` renders the card of a saved task model from its ``unigen_tam.json`` record: labels,
   base encoder, parameter count, how its training data was made (the ``training["data"]`` record that
-  :func:`training_data_record` collects from the upstream stage manifests), the training settings, the
+  :func:`unigen.stages.training_data_record` collects from the upstream stage manifests), the training
+  settings, the
   evaluation table when one is known, intended use and limits. :meth:`TaskModel.save_pretrained` writes
   it; :func:`write_model_card` re-renders it with an evaluation (``unigen run`` does, after stage 5).
-* :func:`dataset_card` renders the card of the exported training rows (:mod:`unigen.export.data`).
 * :func:`parse_card` reads a card back as ``{"metadata", "sections"}`` (``GET /model`` of the server).
 
 Pure Python and PyYAML; no torch.
@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from unigen.stages import MANIFEST, STAGES, atomic_write_text
+from unigen.files import atomic_write_text
 
-__all__ = ["dataset_card", "model_card", "parse_card", "training_data_record", "write_model_card"]
+__all__ = ["model_card", "parse_card", "write_model_card"]
 
 CARD_NAME = "README.md"
 EVALUATION_NAME = "evaluation.json"
@@ -53,70 +53,13 @@ LIMITS = """\
 * Not for decisions about people (moderation, hiring, credit, health) without human review."""
 
 
-# ---------------------------------------------------------------- provenance of the training rows
-
-def _manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def upstream_manifests(stage_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``{stage name: manifest}`` of ``stage_dir`` and of every stage upstream of it that is found in the
-    same work folder (``<workdir>/<NN_stage>/<fingerprint>``)."""
-    found: dict[str, dict[str, Any]] = {}
-    todo = [Path(stage_dir)]
-    while todo:
-        path = todo.pop()
-        m = _manifest(path)
-        if m is None or m.get("stage") in found:
-            continue
-        found[m["stage"]] = m
-        workdir = path.resolve().parent.parent
-        for name, fp in (m.get("upstream") or {}).items():
-            if name in STAGES:
-                todo.append(workdir / STAGES[name].folder / str(fp))
-    return found
-
-
-def training_data_record(stage_dir: str | Path) -> dict[str, Any]:
-    """How the rows in a weight (or relabel) stage folder were made, from the manifests upstream of it:
-    generator, prompt set, counts generated and kept, relabel rule, weighting, seed, stage fingerprints."""
-    manifests = upstream_manifests(stage_dir)
-    out: dict[str, Any] = {"stages": {k: m.get("fingerprint") for k, m in manifests.items()}}
-    if (gen := manifests.get("generate")) is not None:
-        cfg, counts = gen.get("config", {}), gen.get("counts", {})
-        settings = cfg.get("generate", {})
-        out.update(generator=cfg.get("generator"), prompt_set=settings.get("prompt_set"),
-                   samples_per_label=settings.get("samples_per_label"), generated=counts.get("rows"),
-                   generated_per_label=counts.get("per_label"), attempts=counts.get("attempts"),
-                   sampling={k: settings[k] for k in ("top_k", "top_p", "temperature", "max_new_tokens")
-                             if k in settings},
-                   seed=gen.get("seed"))
-    if (rel := manifests.get("relabel")) is not None:
-        settings, counts = rel.get("config", {}).get("relabel", {}), rel.get("counts", {})
-        choice = rel.get("rule_choice") or {}
-        out.update(kept=counts.get("kept"), kept_per_label=counts.get("kept_per_label"),
-                   relabel={"rule": rel.get("rule"), "centred": choice.get("centred"),
-                            "chosen": choice.get("how"), "mode": settings.get("mode"),
-                            "temperature": settings.get("temperature"),
-                            "threshold": settings.get("threshold"),
-                            "agreement_with_prompt_labels": counts.get("agreement_all")})
-    if (weight := manifests.get("weight")) is not None:
-        settings, counts = weight.get("config", {}).get("weight", {}), weight.get("counts", {})
-        out["weighting"] = {"enabled": settings.get("enabled"), "rows": counts.get("rows"),
-                            "selected": counts.get("selected")}
-    return out
-
-
 # ---------------------------------------------------------------- model card
 
 def _pct(x: Any) -> str:
     return "–" if not isinstance(x, (int, float)) or math.isnan(x) else f"{100 * x:.1f}"
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -172,7 +115,7 @@ def _data_section(training: Mapping[str, Any]) -> str:
                       weighting.get("selected", "–")])
     table.append(["training rows", rows if rows is not None else "–"])
     per_label = data.get("kept_per_label") or {}
-    text = " ".join(parts) + "\n\n" + _table(["step", "rows"], [[a, b] for a, b in table])
+    text = " ".join(parts) + "\n\n" + markdown_table(["step", "rows"], [[a, b] for a, b in table])
     if per_label:
         text += "\n\nKept rows per label: " + ", ".join(f"{k} {v}" for k, v in per_label.items()) + "."
     if rel.get("agreement_with_prompt_labels") is not None:
@@ -201,7 +144,7 @@ def _training_section(training: Mapping[str, Any]) -> str:
     if not rows:
         return "No training record was saved with this model."
     return ("Cross-entropy on the soft labels plus a supervised contrastive loss with a denoising memory "
-            "bank (UniGen).\n\n" + _table(["setting", "value"], rows))
+            "bank (UniGen).\n\n" + markdown_table(["setting", "value"], rows))
 
 
 def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
@@ -214,7 +157,7 @@ def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
     if "average" in evaluation:
         rows.append(["**mean**", "", f"**{_pct(evaluation['average'])}**", ""])
     return ("Real, human-labelled test sets the model never trained on (zero-shot); accuracy and macro-F1 "
-            "in %.\n\n" + _table(["test set", "n", "accuracy", "macro-F1"], rows))
+            "in %.\n\n" + markdown_table(["test set", "n", "accuracy", "macro-F1"], rows))
 
 
 def _weakest(evaluation: Mapping[str, Any] | None) -> str:
@@ -249,10 +192,11 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
                "written and labelled by a small generative language model.")
     body = [
         f"# {name}", summary,
-        "## Labels\n\n" + _table(["id", "label"], [[i, f"`{lab}`"] for i, lab in enumerate(labels)]),
+        "## Labels\n\n" + markdown_table(["id", "label"], [[i, f"`{lab}`"] for i, lab in enumerate(labels)]),
         "## Model\n\n" + f"{model_text}, then a projection head (Linear, tanh, LayerNorm; "
         f"{record.get('projection_dim')} features) and a linear classifier.\n\n"
-        + _table(["property", "value"], [["architecture", f"`{arch}`"], ["base encoder", f"`{encoder}`"],
+        + markdown_table(["property", "value"], [["architecture", f"`{arch}`"],
+                                                  ["base encoder", f"`{encoder}`"],
                             ["parameters", params], ["token limit", record.get("max_length")],
                             ["weights", "`model.safetensors` (no pickle; sha256 in `unigen_tam.json`)"],
                             ["unigen version", record.get("unigen_version", "–")]]),
@@ -314,60 +258,3 @@ def parse_card(text: str) -> dict[str, Any]:
             sections[current].append(line)
     return {"metadata": metadata, "title": title,
             "sections": {k: "\n".join(v).strip() for k, v in sections.items()}}
-
-
-# ---------------------------------------------------------------- dataset card
-
-def dataset_card(data: Mapping[str, Any], *, rows: int, labels: list[str], per_label: Mapping[str, int],
-                 columns: Mapping[str, str], name: str = "unigen-synthetic-sentiment") -> str:
-    """The ``README.md`` of exported training rows: what each column means and how the rows were made
-    (``data``: a :func:`training_data_record`)."""
-    size = ("n<1K" if rows < 1_000 else "1K<n<10K" if rows < 10_000 else "10K<n<100K" if rows < 100_000
-            else "100K<n<1M")
-    meta = {"language": ["en"], "license": "other", "task_categories": ["text-classification"],
-            "task_ids": ["sentiment-classification"], "tags": ["synthetic", "unigen", "sentiment"],
-            "size_categories": [size], "pretty_name": name,
-            "configs": [{"config_name": "default",
-                         "data_files": [{"split": "train", "path": "train.parquet"}]}]}
-    gen = data.get("generator")
-    how = (f"written by the generative LM `{gen}`" + (f" ({GENERATORS[gen]})" if gen in GENERATORS else "")
-           + f" from the prompt set `{data.get('prompt_set')}` and labelled by the same LM") if gen else \
-        "made by the UniGen pipeline (provenance not found beside the rows)"
-    rel = data.get("relabel") or {}
-    steps = _table(["step", "rows"], [["generated", data.get("generated", "–")],
-                                      ["kept after relabelling", data.get("kept", "–")],
-                                      ["in this data set", rows]])
-    body = [
-        f"# {name}",
-        f"{rows} synthetic English sentences for {len(labels)}-way sentiment classification "
-        f"({', '.join(labels)}), {how}. These are the final training rows of a UniGen task model: no text "
-        "was written or labelled by a person.",
-        "## Loading\n\n```python\nfrom datasets import load_dataset\n\n"
-        "rows = load_dataset(\"parquet\", data_files=\"THIS_FOLDER/train.parquet\", split=\"train\")\n```",
-        "## Columns\n\n" + _table(["column", "type", "meaning"], [[k, v, COLUMN_MEANINGS.get(k, "")]
-                                                                for k, v in columns.items()]),
-        "## Labels\n\n" + _table(["id", "label", "rows"], [[i, lab, per_label.get(lab, 0)]
-                                                          for i, lab in enumerate(labels)]),
-        "## How the rows were made\n\n" + steps
-        + (f"\n\nRelabel rule `{rel.get('rule')}`" + (" (scores centred)" if rel.get("centred") else "")
-           + f", {rel.get('mode')} labels at temperature {rel.get('temperature')}; seed {data.get('seed')}."
-           if rel else "")
-        + ("\n\nStage fingerprints: " + ", ".join(f"{k} `{v}`" for k, v in data.get("stages", {}).items())
-           if data.get("stages") else ""),
-        "## Limitations\n\nMachine-written and machine-labelled: the texts are short, repetitive in style "
-        "and "
-        "carry the generator's biases; some labels are wrong (the soft label `probs` says how sure the "
-        "labeller was). Use them to train or probe classifiers, not as ground truth.",
-    ]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + "\n\n".join(body) + "\n"
-
-
-COLUMN_MEANINGS = {
-    "text": "the synthetic text",
-    "label": "the training label (argmax of `probs`), a class id",
-    "label_name": "the training label's name",
-    "probs": "the soft label: the labeller's probability of each class, in label order",
-    "prompt_label": "the label the generator was prompted to write",
-    "weight": "SunGen sample weight (higher: more likely correct); gates the memory bank in training",
-    "id": "row id (shard and attempt) in the pipeline's stage folders",
-}

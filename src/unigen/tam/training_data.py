@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from unigen.errors import DataError, short_repr
-from unigen.stages import check_unicode, iter_jsonl
+from unigen.files import check_unicode, iter_jsonl
 
 __all__ = ["TrainingData", "as_training_data", "parse_rows", "read_training_rows"]
 
