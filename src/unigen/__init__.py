@@ -19,6 +19,7 @@ _LAZY = {
     "UniGenConfig": "unigen.config",
     "UniGenError": "unigen.errors",
     "run_pipeline": "unigen.pipeline",
+    "adapt": "unigen.adaptation.stage",
     "TaskModel": "unigen.tam.model",
     "OnnxTaskModel": "unigen.export.onnx_model",
     "load_dataset": "unigen.evaluation.datasets",

@@ -1,12 +1,14 @@
 """The on-disk contract of the pipeline stages: the stage table, stage folders, manifests, atomic files.
 
-The five stages, in order (:data:`STAGES`; the folder names and versions are part of every cached run)::
+The stages, in order (:data:`STAGES`; the folder names and versions are part of every cached run)::
 
     generate  01_generate   synthetic texts from prompts                  unigen.synth.generate_stage
     relabel   02_relabel    soft labels from the generator, the filter     unigen.synth.relabel_stage
     weight    03_weight     SunGen sample weights, top-K selection         unigen.weighting.stage
     train     04_train      task model (CE + SCL, denoising memory bank)   unigen.tam.stage
     evaluate  05_evaluate   metrics on the real test sets                  unigen.evaluation.stage
+    adapt     06_adapt      a task model adapted to unlabeled texts        unigen.adaptation.stage
+                            (``unigen adapt``; not part of ``unigen run``)
 
 Every stage runner starts with :func:`open_stage` (fingerprint its settings, open or create its folder)
 and returns at once when the folder is already complete.
@@ -84,6 +86,7 @@ STAGES: dict[str, StageInfo] = {s.name: s for s in (
     StageInfo("weight", "03_weight"),
     StageInfo("train", "04_train"),
     StageInfo("evaluate", "05_evaluate"),
+    StageInfo("adapt", "06_adapt"),
 )}
 
 

@@ -14,6 +14,7 @@ from unigen.config.loading import (
     to_dict,
 )
 from unigen.config.schema import (
+    AdaptConfig,
     EvalConfig,
     GenerateConfig,
     RelabelConfig,
@@ -26,6 +27,6 @@ from unigen.config.schema import (
 )
 from unigen.errors import ConfigError
 
-__all__ = ["ConfigError", "EvalConfig", "GenerateConfig", "RelabelConfig", "RunConfig", "ScoringConfig",
-           "TrainConfig", "UniGenConfig", "WeightConfig", "dump_yaml", "fingerprint", "fingerprint_dict",
-           "from_dict", "load_config", "parse_override", "setting", "to_dict"]
+__all__ = ["AdaptConfig", "ConfigError", "EvalConfig", "GenerateConfig", "RelabelConfig", "RunConfig",
+           "ScoringConfig", "TrainConfig", "UniGenConfig", "WeightConfig", "dump_yaml", "fingerprint",
+           "fingerprint_dict", "from_dict", "load_config", "parse_override", "setting", "to_dict"]

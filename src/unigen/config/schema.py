@@ -12,10 +12,12 @@ and is left out of the stage fingerprint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from unigen.errors import ConfigError
+from unigen.config.adaptation import AdaptConfig
+from unigen.config.fields import _check, _one_of, setting
 from unigen.prompts import PROMPT_SETS
+
+__all__ = ["AdaptConfig", "setting"]
 
 #: learning rate and epochs when ``train.lr`` / ``train.epochs`` / ``weight.inner_lr`` are unset
 #: (docs/method.md, "Hyper-parameters"): the LSTM trains from scratch, transformers are fine-tuned
@@ -31,33 +33,6 @@ EVAL_ENGINES = ("auto", "pytorch", "pytorch-bf16", "onnx")
 
 def _family(tam: str) -> str:
     return "lstm" if tam == "lstm" else "transformer"
-
-
-_NO_LEGACY = object()
-
-
-def setting(default: Any, help: str, *, fingerprint: bool | str = True, legacy: Any = _NO_LEGACY) -> Any:
-    """A config field with a help string; ``fingerprint=False`` marks output-neutral settings.
-
-    ``fingerprint="unless_default"`` marks a setting added after results were cached: it enters the
-    fingerprint only when it differs from its *legacy* value (the behaviour before it existed; by default
-    its default), so existing stage folders stay valid even after the default changes.
-    """
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use tuples for sequence defaults so configs stay hashable")
-    if fingerprint not in (True, False, "unless_default"):
-        raise ValueError(f"fingerprint must be True, False or 'unless_default'; got {fingerprint!r}")
-    legacy = default if legacy is _NO_LEGACY else legacy
-    return field(default=default, metadata={"help": help, "fingerprint": fingerprint, "legacy": legacy})
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -428,6 +403,7 @@ class UniGenConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.labels) >= 2, "labels needs at least two label words")

@@ -26,7 +26,8 @@ def identity_of(spec: str, cfg: UniGenConfig) -> dict[str, Any]:
     """What makes a classifier what it is: the key of its cached evaluation.
 
     ``vader`` -> the VADER version; ``prompt:<lm>`` -> generator, scoring settings and labels; a train stage
-    folder (or its ``model/``) -> the train fingerprint, as ``unigen run`` records it; any other model folder
+    folder (or its ``model/``) -> the train fingerprint, as ``unigen run`` records it (an adapt stage folder:
+    the adapt fingerprint); any other model folder
     -> its resolved path; for task models also ``evaluate.engine`` when it is not ``auto`` (float32, bf16
     and ONNX Runtime can differ in a few labels, so their metrics are cached apart).
     """
@@ -38,7 +39,9 @@ def identity_of(spec: str, cfg: UniGenConfig) -> dict[str, Any]:
     path = Path(spec)
     stage_path = path.parent if path.name == "model" else path
     if (stage_path / "manifest.json").is_file():
-        identity: dict[str, Any] = {"train": Stage.load(stage_path, "train").fingerprint}
+        stage = Stage.load(stage_path)
+        kind = "adapt" if stage.manifest.get("stage") == "adapt" else "train"  # an adapted model: its own key
+        identity: dict[str, Any] = {kind: Stage.load(stage_path, kind).fingerprint}
     else:
         identity = {"model": str(path.resolve())}
     # an engine named explicitly gets its own cache; "auto" keeps the key it had before engines existed

@@ -290,6 +290,10 @@ class TaskModel(nn.Module):
                               lambda out: torch.softmax(out.logits.float(), dim=-1), len(self.labels))
         return probs[0] if single else probs
 
+    def logits(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """The classifier's logits ``(N, C)`` (before the softmax) of the texts."""
+        return self._outputs(list(texts), batch_size, lambda out: out.logits.float(), len(self.labels))
+
     def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """The contrastive features (projection-head output) ``(N, projection_dim)`` of the texts."""
         return self._outputs(list(texts), batch_size, lambda out: out.features, self.spec.projection_dim)

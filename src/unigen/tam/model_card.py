@@ -147,6 +147,40 @@ def _training_section(training: Mapping[str, Any]) -> str:
             "bank (UniGen).\n\n" + markdown_table(["setting", "value"], rows))
 
 
+ADAPT_SETTING_KEYS = ("method", "prior", "pseudo_labels", "select_fraction", "max_pseudo", "rounds",
+                      "epochs", "lr", "synthetic_ratio", "targets", "scl_weight", "max_length", "match_prior",
+                      "lm_sample")
+
+
+def _shares(shares: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k} {_pct(v)}%" for k, v in (shares or {}).items()) or "–"
+
+
+def _adaptation_section(adaptation: Mapping[str, Any]) -> str:
+    """``unigen adapt``'s record: the unlabeled texts (file, rows, sha256), the method and its effect."""
+    data = adaptation.get("data") or {}
+    settings = adaptation.get("settings") or {}
+    rounds = adaptation.get("rounds") or []
+    text = (f"Adapted by `unigen adapt` to **{data.get('rows', '–')} unlabeled texts** of the file "
+            f"`{data.get('file')}` (sha256 `{data.get('sha256')}`, column `{data.get('text_field')}`). "
+            "No label of that file was read: only its text column"
+            + (f"; the columns {', '.join(f'`{c}`' for c in data['unread_columns'])} were not read"
+               if data.get("unread_columns") else "") + ".\n\n")
+    table = [[k, f"`{settings[k]}`"] for k in ADAPT_SETTING_KEYS if k in settings]
+    if adaptation.get("labeler"):
+        table.append(["labeler (calibrated verbalizer)", f"`{adaptation['labeler']}` on "
+                      f"{adaptation.get('lm_texts')} texts"])
+    table += [["estimated class prior", _shares(adaptation.get("prior"))],
+              ["predicted share before", _shares(adaptation.get("predicted_share_before"))],
+              ["predicted share after", _shares(adaptation.get("predicted_share_after"))],
+              ["logit offset (in the classifier bias)", f"`{adaptation.get('logit_offset')}`"]]
+    for r in rounds:
+        table.append([f"round {r.get('round')}", f"{r.get('pseudo_labelled')} pseudo-labelled texts "
+                      f"({', '.join(f'{k} {v}' for k, v in (r.get('pseudo_per_label') or {}).items())}) + "
+                      f"{r.get('synthetic_rows')} synthetic rows"])
+    return text + markdown_table(["setting", "value"], table)
+
+
 def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
     if not evaluation:
         return ("Not evaluated yet: `unigen evaluate --model THIS_FOLDER` measures accuracy and macro-F1 on "
@@ -202,6 +236,8 @@ def model_card(record: Mapping[str, Any], *, parameters: int | None = None,
                             ["unigen version", record.get("unigen_version", "–")]]),
         "## Training data\n\n" + _data_section(training),
         "## Training\n\n" + _training_section(training),
+        *(["## Adaptation\n\n" + _adaptation_section(training["adaptation"])] if training.get("adaptation")
+          else []),
         "## Evaluation\n\n" + _evaluation_section(evaluation),
         "## Intended use\n\nSentence- and review-level positive/negative sentiment of English text where no "
         "labelled training data exists: product and movie reviews, restaurant and service feedback, "

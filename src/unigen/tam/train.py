@@ -278,6 +278,18 @@ class _Loop:
         self._set_lr()
 
 
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's weights (names, shapes and bytes): the identity of a warm start."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
@@ -329,9 +341,20 @@ def _load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
     return state
 
 
+def _initial_model(config: TrainConfig, labels: Sequence[str], train: TrainingData, vectors: Vectors | None,
+                   seed: int, init_model: TaskModel | None) -> TaskModel:
+    """A new model shaped by ``config``, or a copy of ``init_model`` (a warm start)."""
+    if init_model is None:
+        return TaskModel.from_config(config, labels, texts=train.texts, vectors=vectors, seed=seed)
+    if tuple(init_model.labels) != tuple(labels):
+        raise ValueError(f"init_model has labels {init_model.labels}, not {tuple(labels)}")
+    return init_model.fresh_copy().cpu()
+
+
 def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int,
                      workdir: str | Path | None = None, progress: bool = True, device: str = "auto",
-                     vectors: Vectors | None = None, max_epochs_this_run: int | None = None) -> TrainResult:
+                     vectors: Vectors | None = None, max_epochs_this_run: int | None = None,
+                     init_model: TaskModel | None = None) -> TrainResult:
     """Train a task model on synthetic rows and return the best epoch's model (module docstring).
 
     Args:
@@ -347,6 +370,9 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         vectors: LSTM word vectors ``(words, array)``; default the embedded GloVe-6B-50d.
         max_epochs_this_run: stop after this many epochs in this call (the run can be resumed).
+        init_model: warm start: train a copy of this (already trained) task model instead of a new one
+            (``unigen adapt``); ``config.tam`` then only picks the lr/epoch defaults and the precision, and
+            the copy's weights enter the checkpoints' run id. None (the default): a new model.
 
     Returns:
         :class:`TrainResult`.
@@ -354,8 +380,7 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
     data = as_training_data(data, len(labels))
     train_idx, valid_idx = split_indices(len(data), config.valid_fraction, seed)
     train, valid = data.subset(train_idx), data.subset(valid_idx)
-    model = TaskModel.from_config(config, labels, texts=train.texts, vectors=vectors,
-                                  seed=seed).to(pick_device(device))
+    model = _initial_model(config, labels, train, vectors, seed, init_model).to(pick_device(device))
     epochs = config.planned_epochs(len(train))
     steps = epochs * config.steps_per_epoch(len(train))
     loop = _Loop(model, config, weight_ce=config.weight_ce, seed=seed, total_steps=steps)
@@ -363,7 +388,8 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
     valid_inputs = model.encode(valid.texts, config.max_length)
     valid_labels = valid.hard_labels()
 
-    run_id = fingerprint(config, {"labels": list(labels), "seed": seed, "data": data.digest()})
+    run_id = fingerprint(config, {"labels": list(labels), "seed": seed, "data": data.digest()},
+                         *([] if init_model is None else [{"init": state_digest(init_model)}]))
     ckpt_path = metrics_path = None
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_acc": -1.0, "best_epoch": 0, "best_state": None}
     if workdir is not None:

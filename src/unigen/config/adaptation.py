@@ -1,0 +1,79 @@
+"""The settings of ``unigen adapt`` (:class:`AdaptConfig`, the ``adapt`` section; docs/adapt.md). No stage
+of ``unigen run`` reads them, so they change no fingerprint of its stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unigen.config.fields import _check, _one_of, setting
+
+#: the label-free estimates of a domain's class prior ``unigen adapt`` can use (unigen.adaptation.priors)
+ADAPT_PRIORS = ("agreement", "lm", "model_em", "balanced", "none")
+#: where ``unigen adapt``'s pseudo-labels come from (unigen.adaptation.pseudo_labels)
+ADAPT_PSEUDO_LABELS = ("agreement", "confidence", "model", "lm")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """``unigen adapt``: a task model adapted to a user's unlabeled texts (docs/adapt.md). The defaults are
+    provisional until measured with experiments/adapt_protocol.py (results/adapt.md)."""
+
+    method: str = setting("self_train", "prior: only move the decision threshold to the estimated class "
+                          "prior | self_train: fine-tune on prior-matched pseudo-labels mixed with the "
+                          "model's synthetic rows, then move the threshold")
+    prior: str = setting("agreement", "label-free class-prior estimate: agreement (the LM's and the task "
+                         "model's labels where they agree) | lm (the calibrated verbalizer's predicted "
+                         "share) | model_em (EM on the task model's probabilities, Saerens et al. 2002) | "
+                         "balanced (uniform) | none (keep the model's threshold)")
+    pseudo_labels: str = setting("agreement", "self_train: pseudo-labels from agreement (texts the LM and "
+                                 "the prior-shifted task model label alike) | confidence (their averaged "
+                                 "probabilities) | model | lm")
+    select_fraction: float = setting(0.5, "self_train: share of the labelled pool kept as pseudo-labels, the "
+                                     "most confident per class, in the estimated prior's proportions")
+    max_pseudo: int = setting(1000, "self_train: at most this many pseudo-labelled texts per round")
+    rounds: int = setting(1, "self_train: pseudo-label and fine-tune this many times")
+    epochs: int = setting(1, "self_train: epochs per round")
+    lr: float | None = setting(None, "self_train: learning rate (None: train.lr's default, 1e-3 LSTM, 2e-5 "
+                               "transformers)")
+    synthetic_ratio: float = setting(1.0, "self_train: synthetic training rows mixed in per pseudo-label "
+                                     "(read from the model's training provenance when found; 0: none)")
+    targets: str = setting("hard", "self_train: pseudo-label targets: hard (one-hot) | soft (the pseudo-"
+                           "labeler's probabilities)")
+    scl_weight: float = setting(0.0, "self_train: weight of the supervised contrastive loss (0: CE only)")
+    max_length: int = setting(64, "self_train: token limit of the training inputs")
+    match_prior: bool = setting(True, "self_train: after fine-tuning, move the threshold to the estimated "
+                                "prior again")
+    labeler: str | None = setting(None, "the LM whose calibrated verbalizer labels texts (None: the "
+                                  "generator named in the model's training record, else `generator`)")
+    lm_sample: int = setting(2000, "texts (a seeded sample) the LM labels; 0: no LM (prior model_em, "
+                             "balanced or none, pseudo_labels model)")
+    min_texts: int = setting(50, "fewer usable texts than this is an error")
+    em_temperature: float = setting(1.0, "model_em: the task model's logits are divided by this before EM "
+                                    "(> 1 softens over-confident probabilities)")
+    em_iterations: int = setting(100, "model_em: at most this many EM iterations")
+    batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)
+
+    def needs_lm(self) -> bool:
+        """Whether the LM labels texts (the prior or the pseudo-labels use it)."""
+        return self.prior in ("agreement", "lm") or (
+            self.method == "self_train" and self.pseudo_labels != "model")
+
+    def __post_init__(self) -> None:
+        _one_of("adapt.method", self.method, ("prior", "self_train"))
+        _one_of("adapt.prior", self.prior, ADAPT_PRIORS)
+        _one_of("adapt.pseudo_labels", self.pseudo_labels, ADAPT_PSEUDO_LABELS)
+        _one_of("adapt.targets", self.targets, ("hard", "soft"))
+        _check(0.0 < self.select_fraction <= 1.0, "adapt.select_fraction must be in (0, 1]")
+        _check(self.max_pseudo > 0 and self.rounds > 0 and self.epochs > 0,
+               "adapt.max_pseudo, adapt.rounds and adapt.epochs must be positive")
+        _check(self.lr is None or self.lr > 0, "adapt.lr must be None or positive")
+        _check(self.synthetic_ratio >= 0, "adapt.synthetic_ratio must be >= 0")
+        _check(self.scl_weight >= 0, "adapt.scl_weight must be >= 0")
+        _check(self.max_length > 0 and self.batch_size > 0, "adapt sizes must be positive")
+        _check(self.min_texts >= 2, "adapt.min_texts must be at least 2")
+        _check(self.em_temperature > 0 and self.em_iterations > 0,
+               "adapt.em_temperature and adapt.em_iterations must be positive")
+        _check(self.lm_sample >= 0, "adapt.lm_sample must be >= 0")
+        _check(self.lm_sample > 0 or not self.needs_lm(),
+               f"adapt.lm_sample=0 (no LM) does not go with adapt.prior={self.prior} / adapt.pseudo_labels="
+               f"{self.pseudo_labels}: use prior model_em, balanced or none and pseudo_labels model")
