@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from unigen import __version__
-from unigen.cli import commands, product, synth, train
+from unigen.cli import adapt, commands, product, synth, train
 from unigen.cli.common import add_quiet
 from unigen.errors import UniGenError
 
@@ -28,6 +28,7 @@ COMMANDS = (
     train.add_train,
     commands.add_evaluate,
     train.add_predict,
+    adapt.add_adapt,
     product.add_export,
     product.add_export_data,
     product.add_serve,

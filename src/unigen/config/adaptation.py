@@ -15,8 +15,9 @@ ADAPT_PSEUDO_LABELS = ("agreement", "confidence", "model", "lm")
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """``unigen adapt``: a task model adapted to a user's unlabeled texts (docs/adapt.md). The defaults are
-    provisional until measured with experiments/adapt_protocol.py (results/adapt.md)."""
+    """``unigen adapt``: a task model adapted to unlabeled texts (docs/adapt.md; provisional defaults).
+
+    The defaults are provisional until measured with experiments/adapt_protocol.py (results/adapt.md)."""
 
     method: str = setting("self_train", "prior: only move the decision threshold to the estimated class "
                           "prior | self_train: fine-tune on prior-matched pseudo-labels mixed with the "
