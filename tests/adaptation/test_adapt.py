@@ -321,3 +321,29 @@ def test_the_command_writes_a_model_that_predict_accepts(base_model, texts_file,
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["label"] in LABELS
     assert main(["status", "--workdir", str(tmp_path / "w")]) == 0
     assert "06_adapt" in capsys.readouterr().out
+
+
+def test_the_two_fold_protocol_runs_and_resumes(base_model, tiny_lm_dir, tmp_path, monkeypatch):
+    """experiments/adapt_protocol.py on two tiny sets, the tiny LM as labeler: the table, the curve, the plot,
+    and a second run that only re-renders (every measurement is kept)."""
+    from test_scripts import load_script
+
+    (tmp_path / "data" / "test").mkdir(parents=True)
+    for name in ("sst2", "imdb"):
+        write_jsonl(tmp_path / "data" / "test" / f"{name}.jsonl", domain_rows(60, seed=len(name)))
+    monkeypatch.setenv("UNIGEN_DATA", str(tmp_path / "data"))
+    protocol = load_script("adapt_protocol")
+    args = [str(base_model), str(tmp_path / "out"), "--sets", "sst2,imdb", "--curve", "imdb:10,20", "--quiet",
+            "--report", str(tmp_path / "adapt.md"),
+            *(x for s in [*TINY, "scoring.backend=transformers", f"adapt.labeler={tiny_lm_dir}",
+                          "adapt.min_texts=5"] for x in ("--set", s))]
+    assert protocol.main(args) == 0
+    text = (tmp_path / "adapt.md").read_text()
+    assert "| sst2 |" in text and "| imdb |" in text and "**mean**" in text and "| 20 |" in text
+    assert (tmp_path / "adapt.png").is_file() or "![adapt]" not in text
+    records = json.loads((tmp_path / "out" / "records.json").read_text())
+    assert records["sst2-AB"]["adapt_texts"] == 30 and records["curve-imdb-10"]["adapt_texts"] == 10
+    for f in (tmp_path / "out" / "texts").iterdir():  # the adaptation files hold texts only
+        assert all(set(json.loads(line)) == {"text"} for line in f.read_text().splitlines())
+    monkeypatch.setattr(protocol, "adapt", lambda *a, **k: pytest.fail("measured again"))
+    assert protocol.main(args) == 0
