@@ -1,7 +1,8 @@
 """File helpers every stage shares, standard library only: atomic writes, sha256, JSONL and text reading.
 
 * :func:`atomic_write` and :func:`atomic_folder` are the only ways files are written; a write that fails
-  (disk full, read-only folder) removes its temporary and raises :class:`~unigen.errors.WriteError`.
+  (disk full, read-only folder) removes its temporary and raises :class:`~unigen.errors.WriteError`. Files
+  get the mode the umask gives a new file (0644 under umask 022), not the temporary file's 0600.
 * :func:`sha256_file` is the one file hash (manifests, the model registry, converted models).
 * :func:`iter_jsonl` is the one JSONL reader (bounded lines, errors that name the file and line).
 """
@@ -45,18 +46,39 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``), else by
+    setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode :func:`open` gives a new file under the current umask (0o644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """The one atomic writer: ``write(f)`` fills a temporary file in the same folder, which is flushed,
     fsynced and moved onto ``path`` with :func:`os.replace`; on any error the temporary file is removed.
 
     A reader therefore sees the old file or the new one, never a half-written one. A failing write (disk
-    full, read-only folder, no permission) raises :class:`~unigen.errors.WriteError` naming ``path``.
+    full, read-only folder, no permission) raises :class:`~unigen.errors.WriteError` naming ``path``. The
+    file gets the mode a plain ``open`` would give it under the umask (0644 under umask 022), not the
+    temporary file's 0600, so a model folder copied for a service running as another user stays readable.
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.")
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -77,7 +99,8 @@ def atomic_folder(path: str | Path, last: str | None = None) -> Iterator[Path]:
     ``path``, whose files are then fsynced and moved into ``path`` with :func:`os.replace` (``last``, a
     file name, moves last: the record that vouches for the others). On any error the temporary folder is
     removed and ``path`` keeps only whole files; an :class:`OSError` becomes
-    :class:`~unigen.errors.WriteError`."""
+    :class:`~unigen.errors.WriteError`. The files get the mode the umask gives a new file (as
+    :func:`atomic_write`)."""
     path = Path(path)
     tmp: Path | None = None
     try:
@@ -85,8 +108,10 @@ def atomic_folder(path: str | Path, last: str | None = None) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}."))
         yield tmp
         files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
+        mode = new_file_mode()  # as a plain open would give them (some writers, safetensors, make 0600)
         for p in files:
             with open(p, "rb") as f:
+                os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
         for p in files:
             target = path / p.relative_to(tmp)

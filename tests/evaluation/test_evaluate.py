@@ -59,6 +59,25 @@ def test_evaluate_classifier_and_table():
     table = format_table({"const": res})
     assert "| const | 50.00 / 33.33 | 75.00 / 42.86 | 62.50 |" in table
     assert "82.15" in table  # the paper's Prompting row beside ours
+    # like with like: the paper's Avg is its mean over the same two sets, not its seven-set 78.25
+    paper_row = next(line for line in table.splitlines() if line.startswith("| paper"))
+    assert paper_row == "| paper: Prompting GPT2-XL (acc.) | 82.15 | 80.30 | 81.22 |", paper_row
+    assert "its mean over the same 2 set(s)" in table and "over all seven it is 78.25" in table
+
+
+def test_the_paper_row_is_averaged_over_the_evaluated_sets_only():
+    from unigen.evaluation.paper import PAPER_PROMPTING, paper_mean, set_dict
+
+    paper = set_dict(PAPER_PROMPTING)
+    one = format_table({"m": {"sst2": {"accuracy": 0.9, "macro_f1": 0.9, "n": 10}, "average": 0.9}})
+    assert "| paper: Prompting GPT2-XL (acc.) | 82.15 | 82.15 |" in one and "78.25" not in one.split("\n")[3]
+    full = {s: {"accuracy": 0.5, "macro_f1": 0.5, "n": 1} for s in paper if s != "average"}
+    seven = format_table({"m": {**full, "average": 0.5}})
+    assert seven.splitlines()[3].endswith("| 78.25 |") and "same 7" not in seven
+    own = format_table({"m": {"mine.jsonl": {"accuracy": 0.9, "macro_f1": 0.9, "n": 3}, "average": 0.9}})
+    assert own.splitlines()[3] == "| paper: Prompting GPT2-XL (acc.) | - | - |"
+    assert paper_mean(paper, ["sst2", "imdb"]) == pytest.approx((82.15 + 70.26) / 2)
+    assert paper_mean(paper, ["sst2", "mine.jsonl"]) is None
 
 
 def test_cli_evaluate_vader_writes_schema(tmp_path, capsys):

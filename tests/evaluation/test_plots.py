@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from unigen.cli import main
-from unigen.evaluation.paper import PAPER_PROMPTING, set_dict
+from unigen.evaluation.paper import PAPER_PROMPTING, TEST_SETS, set_dict
 from unigen.evaluation.plots import plot_accuracy
 
 from capabilities import need
@@ -36,3 +38,14 @@ def test_evaluate_plot_option(tmp_path, labelled_jsonl, capsys):
     assert main(["evaluate", "--model", "vader", "--datasets", str(labelled_jsonl), "--plot", str(png)]) == 0
     assert f"wrote {png}" in capsys.readouterr().out
     assert png.read_bytes().startswith(PNG)
+
+
+def test_the_plotted_paper_mean_covers_the_plotted_sets_only():
+    from unigen.evaluation.plots import paper_values
+
+    paper = set_dict(PAPER_PROMPTING)
+    assert paper_values(paper, ["sst2"]) == [82.15, 82.15]  # not 78.25, the paper's seven-set mean
+    assert paper_values(paper, ["sst2", "cr"]) == pytest.approx([82.15, 80.30, (82.15 + 80.30) / 2])
+    assert paper_values(paper, list(TEST_SETS))[-1] == 78.25
+    values = paper_values(paper, ["sst2", "mine.jsonl"])
+    assert values[0] == 82.15 and all(v != v for v in values[1:])  # NaN: no bar

@@ -1,5 +1,6 @@
 """The web page end to end: a real server on loopback, headless Chromium (Debian's ``chromium`` and
-``chromium-driver``) driven by Selenium types a text, clicks Classify and reads the label and the bars.
+``chromium-driver``) driven by Selenium types a text, clicks Classify and reads the label and the bars;
+pastes a batch (one text per line) and reads the results table; uploads a file and reads the CSV download.
 
 Skipped where Chromium is missing, except under CI (``CI`` set), where ``scripts/setup.sh`` installs it.
 Set ``UNIGEN_SCREENSHOTS=DIR`` to keep screenshots of the page.
@@ -117,15 +118,114 @@ def test_type_a_text_and_read_the_result(browser, server):
     _screenshot(browser, f"page-{backend}-example.png")
 
 
-def test_an_empty_text_asks_for_one(browser, server):
+def test_an_empty_text_asks_for_one_and_clears_the_last_result(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, _ = server
     browser.get(url + "/")
+    wait = WebDriverWait(browser, 20)
+    browser.find_element(By.ID, "text").send_keys("awful food")
     browser.find_element(By.ID, "classify").click()
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    wait.until(lambda d: d.find_element(By.ID, "result").is_displayed())
+    browser.find_element(By.ID, "text").clear()
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text == "Type a text first."
+    assert not browser.find_element(By.ID, "result").is_displayed()  # the previous answer is gone
+    assert not browser.find_element(By.ID, "table-section").is_displayed()
+
+
+def _table(browser):
+    from selenium.webdriver.common.by import By
+
+    return [(r.find_element(By.CLASS_NAME, "t").text, r.get_attribute("data-label"),
+             r.find_element(By.CLASS_NAME, "p").text)
+            for r in browser.find_elements(By.CSS_SELECTOR, "#table tbody tr")]
+
+
+def _download(browser) -> str:
+    """The text behind the CSV download link (a blob: URL made by the page)."""
+    from selenium.webdriver.common.by import By
+
+    link = browser.find_element(By.ID, "download")
+    assert link.is_displayed() and link.get_attribute("download") == "predictions.csv"
+    return browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then((r) => r.text()).then(done, (e) => done('ERROR ' + e));",
+        link.get_attribute("href"))
+
+
+def test_a_pasted_batch_is_classified_line_by_line_into_a_table(browser, server):
+    """One text per line, more lines than one request may hold (64): every line gets its row, in order,
+    with the label the model gives it; the notes on truncation and unsure answers are there."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, model, backend = server
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: "128 tokens" in d.find_element(By.ID, "limits-note").text
+               or "tokens of each text" in d.find_element(By.ID, "limits-note").text)
+    note = browser.find_element(By.ID, "limits-note").text
+    assert f"first {model.spec.max_length} tokens" in note and "5,000 characters" in note and "unsure" in note
+    texts = ["I love it .", "I hate it .", "the movie was really good", "awful food"] * 17 + ["x" * 6000]
+    box = browser.find_element(By.ID, "text")
+    browser.execute_script("arguments[0].value = arguments[1];", box, "\n".join(texts) + "\n\n")
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda d: len(_table(d)) == len(texts) and d.find_element(By.ID, "summary").text)
+    rows = _table(browser)
+    sent = [t[:5000] for t in texts]
+    assert [r[0] for r in rows] == sent
+    assert [r[1] for r in rows] == model.predict(sent)
+    probs = model.predict_proba(sent)
+    assert [r[2] for r in rows] == [f"{100 * p.max():.1f}%" for p in probs]
+    summary = browser.find_element(By.ID, "summary").text
+    assert summary.startswith(f"{len(texts)} texts:") and "1 cut to 5,000 characters" in summary
+    assert not browser.find_element(By.ID, "result").is_displayed()  # the card is for a single text
+    unsure = browser.find_elements(By.CSS_SELECTOR, "#table tbody tr.unsure")
+    assert len(unsure) == sum(p.max() < 0.6 for p in probs)
+    csv_text = _download(browser)
+    assert csv_text.splitlines()[0] == "text,label,prob_negative,prob_positive"
+    assert len(csv_text.splitlines()) == len(texts) + 1
+    browser.execute_script("window.scrollTo(0, 0);")
+    _screenshot(browser, f"page-{backend}-batch.png")
+
+
+def test_an_uploaded_file_is_classified_and_downloadable(browser, server, tmp_path):
+    import csv
+    import io
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, model, _ = server
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model-line").text)
+    path = tmp_path / "reviews.csv"
+    path.write_text('id,text,stars\n1,"the movie was really good",5\n2,"awful food, sadly",1\n3,,3\n'
+                    '4,"so boring , very boring",2\n')
+    browser.find_element(By.ID, "text").send_keys("stale text from before")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    wait.until(lambda d: len(_table(d)) == 4 and d.find_element(By.ID, "download").is_displayed())
+    rows = _table(browser)
+    texts = ["the movie was really good", "awful food, sadly", "", "so boring , very boring"]
+    assert [r[0] for r in rows] == texts
+    labels = model.predict([t for t in texts if t])
+    assert [r[1] for r in rows] == [labels[0], labels[1], "", labels[2]]
+    out = list(csv.DictReader(io.StringIO(_download(browser))))
+    assert [(o["id"], o["stars"], o["label"]) for o in out] == [
+        ("1", "5", labels[0]), ("2", "1", labels[1]), ("3", "3", ""), ("4", "2", labels[2])]
+    assert list(out[0]) == ["id", "text", "stars", "label", "prob_negative", "prob_positive"]
+    _screenshot(browser, "page-file.png")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\nx,y\n")
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "bad.csv: no 'text' column (columns: a, b)" in browser.find_element(By.ID, "error").text
+    assert not _table(browser)  # the previous file's results are cleared
 
 
 def test_the_api_docs_render_offline(browser, server):

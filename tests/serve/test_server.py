@@ -59,7 +59,7 @@ def test_limits_and_bad_bodies(client):
     assert r.status_code == 413 and r.json()["detail"] == "too many texts: 5 in one request, at most 4"
     r = client.post("/predict", json={"texts": ["ok", "x" * 101]})
     assert r.status_code == 413 and r.json()["detail"] == "text 1 has 101 characters, at most 100 per text"
-    r = client.post("/predict", content=b'{"text": "' + b"x" * 5000 + b'"}',
+    r = client.post("/predict", content=b'{"text": "' + b"x" * 8000 + b'"}',
                     headers={"content-type": "application/json"})
     assert r.status_code == 413 and "too large" in r.json()["detail"]
     for body in ({}, {"text": "a", "texts": ["b"]}, {"texts": []}, {"text": 3}, {"texts": "not a list"}):
@@ -113,3 +113,59 @@ def test_serve_command_errors(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "empty"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("unigen: error:") and "not a UniGen task-model folder" in err
+
+
+def test_empty_texts_get_no_label_as_in_the_cli(client):
+    r = client.post("/predict", json={"texts": ["", "   ", "the movie was really good"]})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert preds[0] == {"text": "", "label": None, "probabilities": None}
+    assert preds[1] == {"text": "   ", "label": None, "probabilities": None}
+    assert preds[2]["label"] == "positive"
+    assert client.post("/predict", json={"text": ""}).json()["predictions"] == [
+        {"text": "", "label": None, "probabilities": None}]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"text": "\\ud800"}', "text 0 holds an unpaired surrogate (U+D800 at character 1)"),
+    (b'{"texts": ["fine", "ok \\udfff"]}', "text 1 holds an unpaired surrogate (U+DFFF at character 4)"),
+    (b'{"text": "a\\u0000b"}', "text 0 holds a NUL character (U+0000 at character 2)"),
+])
+def test_text_that_is_not_unicode_or_holds_nul_is_422_in_one_line(client, body, message):
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(message) and "\n" not in detail
+
+
+def test_a_malformed_body_echoing_a_surrogate_is_422_not_500(client):
+    r = client.post("/predict", content=b'{"texts": "\\ud800"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "texts"]
+
+
+def test_the_body_limit_holds_for_chunked_bodies(client):
+    """A chunked body (no Content-Length) is counted while it is read: 10 MB of spaces around one short
+    text is refused, not read whole and answered 200."""
+    from unigen.serve.app import body_limit
+
+    def chunks():
+        yield b'{"text": "good"'
+        for _ in range(160):  # 10 MB
+            yield b" " * 65536
+        yield b"}"
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "too large" in r.json()["detail"] and str(body_limit(4, 100)) in r.json()["detail"]
+    small = client.post("/predict", content=iter([b'{"text": ', b'"good"}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200 and small.json()["predictions"][0]["label"] == "positive"
+
+
+def test_limits_must_be_at_least_one(folders):
+    from unigen.errors import UniGenError
+
+    for limits in ({"max_texts": 0}, {"max_chars": -5}, {"max_texts": 1.5}):
+        with pytest.raises(UniGenError, match="must be a whole number of at least 1"):
+            create_app(folders[1]["onnx"], **limits)

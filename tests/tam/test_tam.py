@@ -326,6 +326,7 @@ def test_predict_cli_on_hostile_stdin(saved_lstm, monkeypatch, capsys):
     assert main(["predict", "--model", str(saved_lstm), "--device", "cpu"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["text"][:10] for o in out] == ["good movie", "\x00 nul", "bad bad ba"]
+    assert all(set(o["probabilities"]) == {"negative", "positive"} for o in out)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"fine\ncaf\xe9\n")))
     assert main(["predict", "--model", str(saved_lstm), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == "unigen: error: <stdin>:2: not valid UTF-8 (byte 4 of the line)\n"

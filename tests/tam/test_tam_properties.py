@@ -21,17 +21,26 @@ from hypothesis import strategies as st  # noqa: E402 (after the capability chec
 @given(lines=st.lists(st.binary(max_size=50) | st.text(max_size=30).map(str.encode)
                       | st.sampled_from([b"\xef\xbb\xbf", b"\r", b"\x00", b"\xe9"]), max_size=6))
 def test_predict_stdin_reads_texts_or_names_the_line(lines):
+    """Stdin as ``unigen predict`` reads it (:mod:`unigen.textfiles`): one row per line, a line that is not
+    UTF-8 an error naming it, never a traceback."""
     import io
+    import sys
 
-    from unigen.cli.train import stdin_texts
     from unigen.errors import DataError
+    from unigen.textfiles import open_texts
 
+    data = b"\n".join(lines)
+    saved = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data))
     try:
-        texts = stdin_texts(io.BytesIO(b"\n".join(lines)))
+        rows = list(open_texts("-", format="txt"))
     except DataError as exc:
-        assert str(exc).startswith("<stdin>:") and "\n" not in str(exc)
+        assert str(exc).startswith("<stdin>") and "\n" not in str(exc)
         return
-    assert all(isinstance(t, str) and t.strip() and "\n" not in t for t in texts)
+    finally:
+        sys.stdin = saved
+    assert all(isinstance(r.text, str) and "\n" not in r.text for r in rows)
+    assert len(rows) == data.count(b"\n") + (not data.endswith(b"\n"))
 
 
 @settings(max_examples=60, deadline=None)

@@ -36,8 +36,16 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, ``unigen: error: ...``, exit status 2 (as every other
+    error a user can cause), naming the ``--help`` to read."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"unigen: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unigen", description="Zero-shot cross-domain sentiment "
+    parser = Parser(prog="unigen", description="Zero-shot cross-domain sentiment "
                                      "classifiers from a generative LM (UniGen, EMNLP 2024).")
     parser.add_argument("--version", action="version", version=f"unigen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -59,7 +67,10 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     if args.quiet:
         _quiet_libraries()
     try:

@@ -11,9 +11,12 @@ with :class:`unigen.export.onnx_model.OnnxTaskModel` (needs only onnxruntime, nu
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import json
+import socket
 
+from unigen.cli.train import positive_int
 from unigen.errors import UniGenError
 
 
@@ -97,12 +100,45 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="task-model, train stage or exported ONNX folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-texts", type=int, default=None, help="texts per request (default 64)")
-    p.add_argument("--max-chars", type=int, default=None, help="characters per text (default 5000)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda (PyTorch models)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--max-texts", type=positive_int, default=None, help="texts per request (default 64)")
+    p.add_argument("--max-chars", type=positive_int, default=None,
+                   help="characters per text (default 5000)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (PyTorch models)")
     p.set_defaults(func=run_serve)
     return p
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 to 65535)")
+    return value
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or a one-line :class:`UniGenError` (port in use, an
+    address this machine does not have, a port it may not use), before anything says it is serving."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UniGenError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use (another server is listening there)" \
+            if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise UniGenError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -111,10 +147,21 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from unigen.serve.app import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS, create_app, load_model
 
+    for name in ("max_texts", "max_chars"):  # argparse checks them; in-process callers too
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UniGenError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     loaded = load_model(args.model, device=args.device)
     app = create_app(loaded, max_texts=args.max_texts or DEFAULT_MAX_TEXTS,
                      max_chars=args.max_chars or DEFAULT_MAX_CHARS)
-    print(f"serving {loaded.backend} model {args.model} on http://{args.host}:{args.port}/ "
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port,
+                                           log_level="warning" if args.quiet else "info"))
+    print(f"serving {loaded.backend} model {args.model} on http://{args.host}:{port}/ "
           f"(API docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

@@ -85,3 +85,14 @@ PAPER_GENERATORS = {
 def set_dict(row: tuple[float, ...]) -> dict[str, float]:
     """A paper row as ``{test set: accuracy %, ..., "average": %}``."""
     return {**dict(zip(TEST_SETS, row)), "average": row[-1]}
+
+
+def paper_mean(paper: dict[str, float], sets: list[str] | tuple[str, ...]) -> float | None:
+    """The paper row's plain mean over exactly ``sets`` (like with like beside our mean over the sets we
+    evaluated): its published average when ``sets`` are all seven, ``None`` when one of them is not a set
+    the paper reports (a data file of one's own)."""
+    if not sets or any(s not in paper or s not in SET_DOMAIN for s in sets):
+        return None
+    if set(sets) == set(TEST_SETS) and "average" in paper:
+        return paper["average"]
+    return sum(paper[s] for s in sets) / len(sets)

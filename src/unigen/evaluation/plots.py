@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unigen.evaluation.paper import SHORT_NAMES, TEST_SETS
+from unigen.evaluation.paper import SHORT_NAMES, TEST_SETS, paper_mean
 from unigen.files import atomic_write
 
-__all__ = ["plot_accuracy"]
+__all__ = ["paper_values", "plot_accuracy"]
 
 #: colours of the task models first, then grey tones for the baselines
 PALETTE = ("#2f6fdf", "#2e9d5b", "#e08a1e", "#8e44ad", "#c0392b", "#16a085")
@@ -48,8 +48,7 @@ def plot_accuracy(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *,
     for i, name in enumerate(baselines):
         series.append((name, [_acc(rows[name], c) for c in columns], BASELINE_GREYS[i % 4], ""))
     if paper:
-        series.append(("paper: Prompting GPT2-XL", [paper.get(c, float("nan")) for c in columns], "#ffffff",
-                       "///"))
+        series.append(("paper: Prompting GPT2-XL", paper_values(paper, sets), "#ffffff", "///"))
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(columns))
     fig, ax = plt.subplots(figsize=(max(7.0, 1.15 * len(columns) + 0.25 * len(series)), 4.2), dpi=120)
@@ -74,6 +73,13 @@ def plot_accuracy(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *,
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path
+
+
+def paper_values(paper: Mapping[str, float], sets: list[str]) -> list[float]:
+    """The paper's bars for ``sets`` and, last, its mean over those same sets (NaN, no bar, where it has no
+    number): never its seven-set mean beside a mean over fewer sets."""
+    mean = paper_mean(dict(paper), sets)
+    return [paper.get(s, float("nan")) for s in sets] + [float("nan") if mean is None else mean]
 
 
 def _acc(result: Mapping[str, Any], column: str) -> float:

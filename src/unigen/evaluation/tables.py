@@ -23,6 +23,7 @@ from unigen.evaluation.paper import (
     SET_DOMAIN,
     SHORT_NAMES,
     TEST_SETS,
+    paper_mean,
     set_dict,
 )
 
@@ -302,11 +303,11 @@ def format_table(rows: dict[str, dict[str, Any]], *, paper: dict[str, float] | N
         cells = [f"{100 * res[s]['accuracy']:.2f} / {100 * res[s]['macro_f1']:.2f}" if s in res else "-"
                  for s in sets]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * res['average']:.2f} |")
+    paper_avg = paper_mean(paper, sets) if paper else None
     if paper:
         cells = [f"{paper[s]:.2f}" if s in paper else "-" for s in sets]
-        lines.append(
-            "| paper: Prompting GPT2-XL (acc.) | " + " | ".join(cells) + f" | {paper['average']:.2f} |"
-        )
+        avg = "-" if paper_avg is None else f"{paper_avg:.2f}"
+        lines.append("| paper: Prompting GPT2-XL (acc.) | " + " | ".join(cells) + f" | {avg} |")
     n_rows = {method: [_n_cell(res.get(s)) for s in sets] for method, res in rows.items()}
     if len({tuple(v) for v in n_rows.values()}) == 1:
         n_rows = {"": next(iter(n_rows.values()))}
@@ -314,6 +315,12 @@ def format_table(rows: dict[str, dict[str, Any]], *, paper: dict[str, float] | N
         lines.append(f"| n{' (' + method + ')' if method else ''} | " + " | ".join(cells) + " | |")
     lines.append("")
     lines.append("Cells: accuracy / macro-F1 (%). Avg: plain mean of the accuracies.")
+    if paper and len(sets) != len(TEST_SETS):
+        if paper_avg is None:
+            lines.append("The paper has no number for some of these sets, so its row has no Avg here.")
+        else:
+            lines.append(f"The paper's Avg is its mean over the same {len(sets)} set(s), like ours (over all "
+                         f"seven it is {paper['average']:.2f}).")
     if any("subsampled_from" in v for r in rows.values() for v in r.values() if isinstance(v, dict)):
         lines.append("Sets marked n/N are fixed seeded subsamples of n rows out of N (--limit).")
     return "\n".join(lines)

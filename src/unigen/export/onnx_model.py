@@ -174,3 +174,12 @@ class OnnxTaskModel:
         if probs.ndim == 1:
             return self.labels[int(probs.argmax())]
         return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def classify(self, texts: str | Sequence[str], *, batch_size: int = 64
+                 ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Predictions in the format the command line and the server share (:mod:`unigen.predictions`):
+        ``{"text", "label", "probabilities": {label: p}}`` per text, a list for a list, one dict for a single
+        string. An empty text (or only spaces) gets ``label`` and ``probabilities`` ``None``."""
+        from unigen.predictions import classify
+
+        return classify(lambda items: self.predict_proba(items, batch_size=batch_size), self.labels, texts)
