@@ -29,6 +29,7 @@ PREVIOUS_DEFAULTS = [
     "relabel.scoring_rule=auto", "relabel.centre_scores=null", "train.pooling=cls",
     "train.predict_max_length=null", "weight.hypergradient=double_backward", "weight.outer_epochs=50",
     "train.precision=fp32", "train.group_by_length=false", "run.tams=[lstm, minilm-l6]",
+    "evaluate.limit=null",
 ]
 #: configs/quick.yaml sets its own outer epochs and task models
 QUICK_PREVIOUS = [s for s in PREVIOUS_DEFAULTS[1:] if not s.startswith(("weight.outer_epochs", "run.tams"))]

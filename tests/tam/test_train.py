@@ -215,10 +215,12 @@ def test_train_and_predict_commands(tmp_path, bert_dir, capsys, monkeypatch):
         assert main(["predict", "--model", str(model), "a good movie", "bad"]) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         assert [x["text"] for x in lines] == ["a good movie", "bad"]
-        assert all(x["label"] in LABELS and len(x["probs"]) == 2 for x in lines)
+        assert all(x["label"] in LABELS and list(x["probabilities"]) == list(LABELS) for x in lines)
     monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n\nsecond\n"))
     assert main(["predict", "--model", str(out)]) == 0
-    assert [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()] == ["from stdin", "second"]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["from stdin", "", "second"]  # one row per line
+    assert lines[1]["label"] is None and lines[1]["probabilities"] is None  # an empty text: no label
 
 
 # ---------------------------------------------------------------- schedule, pooling, token limits

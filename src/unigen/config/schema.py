@@ -333,7 +333,9 @@ class EvalConfig:
     """Stage 5: evaluation on the real test sets."""
 
     datasets: str = setting("all", "all, or a comma-separated list of test-set names")
-    limit: int | None = setting(None, "fixed seeded subsample of at most this many rows per set")
+    limit: int | None = setting(
+        1000, "fixed seeded subsample of at most this many rows per set (None: the full sets; the default "
+        "keeps the main job's evaluation of MPNet-base within its time budget)")
     sample_seed: int | None = setting(None, "seed of that subsample (None: the run's seed; set it so runs of "
                                       "different seeds are scored on the same rows)", fingerprint=False)
     data_dir: str | None = setting(None, "folder with test/ and validation/ (default ../shared/datasets)",

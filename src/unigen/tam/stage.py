@@ -36,7 +36,7 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
                 keep_checkpoint: bool, provenance: dict[str, Any] | None = None) -> Path:
     train_cfg = dataclasses.replace(cfg.train, tam=tam)
     result = train_task_model(data, train_cfg, cfg.labels, seed=cfg.seed, workdir=stage.path / CHECKPOINT_DIR,
-                              progress=progress, device=cfg.device)
+                              progress=progress, device=cfg.device, final_checkpoint=keep_checkpoint)
     result.model.save_pretrained(stage.path / MODEL_DIR, training={
         "rows": len(data.texts), "seed": cfg.seed, "epochs": len(result.history),
         "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history,

@@ -29,13 +29,13 @@ run under bfloat16 autocast while weights, Adam's moments and the losses stay fl
 token length and cut into batches, and the batches are shuffled again (so a step pads to a similar
 length instead of the longest of 32 random rows).
 
-Determinism and resuming: every random draw of epoch ``e`` (shuffle, dropout) comes from
-``(seed, e)`` inside a forked RNG, so a checkpoint (model, momentum model, optimiser, memory bank,
-step, best-so-far, history) written atomically to ``workdir/checkpoint.pt`` after every epoch but the
-last fully determines the rest of the run: a re-run with the same workdir continues after the last
-finished epoch and ends with exactly the result of an uninterrupted run. The best epoch's weights are
-stored only when they are not the checkpoint's current weights, and nothing is written after the last
-epoch (the caller saves the model), so a transformer run of ``E`` epochs writes ``E - 1`` checkpoints of
+Determinism and resuming: every random draw of epoch ``e`` (shuffle, dropout) comes from ``(seed, e)``
+inside a forked RNG, so a checkpoint (model, momentum model, optimiser, memory bank, step, best-so-far,
+history) written atomically to ``workdir/checkpoint.pt`` after every epoch but the last fully determines the
+rest of the run: a re-run with the same workdir continues after the last finished epoch and ends with
+exactly the result of an uninterrupted run. The best epoch's weights are stored only when they are not the
+checkpoint's current weights, and nothing is written after the last epoch (the caller saves the model;
+``final_checkpoint`` writes it too), so a transformer run of ``E`` epochs writes ``E - 1`` checkpoints of
 the model, the momentum model and the optimiser. The stage runner (``04_train`` folders) is
 :mod:`unigen.tam.stage`.
 """
@@ -354,7 +354,7 @@ def _initial_model(config: TrainConfig, labels: Sequence[str], train: TrainingDa
 def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, seed: int,
                      workdir: str | Path | None = None, progress: bool = True, device: str = "auto",
                      vectors: Vectors | None = None, max_epochs_this_run: int | None = None,
-                     init_model: TaskModel | None = None) -> TrainResult:
+                     final_checkpoint: bool = False, init_model: TaskModel | None = None) -> TrainResult:
     """Train a task model on synthetic rows and return the best epoch's model (module docstring).
 
     Args:
@@ -370,6 +370,8 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         vectors: LSTM word vectors ``(words, array)``; default the embedded GloVe-6B-50d.
         max_epochs_this_run: stop after this many epochs in this call (the run can be resumed).
+        final_checkpoint: also write the checkpoint after the last epoch (kept for inspection or for
+            continuing with more epochs; off by default, since the caller saves the model).
         init_model: warm start: train a copy of this (already trained) task model instead of a new one
             (``unigen adapt``); ``config.tam`` then only picks the lr/epoch defaults and the precision, and
             the copy's weights enter the checkpoints' run id. None (the default): a new model.
@@ -420,7 +422,7 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         state["epoch"] = epoch + 1
         ran += 1
         if ckpt_path is not None:
-            if state["epoch"] < epochs:
+            if state["epoch"] < epochs or final_checkpoint:
                 _save_checkpoint(ckpt_path, run_id, loop, state)
             write_jsonl_atomic(metrics_path, state["history"])
 
