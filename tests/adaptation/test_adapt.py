@@ -347,3 +347,13 @@ def test_the_two_fold_protocol_runs_and_resumes(base_model, tiny_lm_dir, tmp_pat
         assert all(set(json.loads(line)) == {"text"} for line in f.read_text().splitlines())
     monkeypatch.setattr(protocol, "adapt", lambda *a, **k: pytest.fail("measured again"))
     assert protocol.main(args) == 0
+
+
+def test_an_adapted_model_has_its_own_evaluation_key(base_model, texts_file, tmp_path):
+    from unigen.evaluation.stage import identity_of
+    from unigen.stages import Stage
+
+    config = cfg("adapt.method=prior", "adapt.prior=balanced", "adapt.lm_sample=0")
+    out = adapt_stage(config, base_model, texts_file, path=tmp_path / "a", progress=False)
+    assert identity_of(str(out), config) == identity_of(str(out / "model"), config) == {
+        "adapt": Stage.load(out, "adapt").fingerprint}
