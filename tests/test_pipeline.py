@@ -29,6 +29,8 @@ def test_run_skip_and_fork(tmp_path, tiny_lm_dir, labelled_jsonl):
         (work / "04_train").is_dir() and model.startswith(str(work / "04_train")) and model.endswith("/model")
     )
     assert (Path(model) / "unigen_tam.json").is_file()
+    # train.tam (mpnet-base) is not among run.tams here, so the product row is the first task model
+    assert json.loads((work / "run.json").read_text())["model"] == model
 
     log = []
     assert run_pipeline(cfg, work, progress=False, log=log.append) == rows  # everything cached

@@ -115,14 +115,17 @@ def _run_pipeline(cfg: UniGenConfig, workdir: Path, *, progress: bool,
             rows[f"Prompting {cfg.generator} ({prompt_cfg.scoring.rule})"] = timed(
                 "evaluate prompting", evaluate_stage, prompt_cfg, workdir, "prompt", spec,
                 identity_of(spec, prompt_cfg), cfg.run.prompt_limit, progress=progress)
-    _write_results(workdir, rows, timings, time.perf_counter() - start, stages)
+    product = f"{method} {cfg.train.tam}" if cfg.train.tam in cfg.run.tams else next(iter(rows), None)
+    _write_results(workdir, rows, timings, time.perf_counter() - start, stages, product)
     return rows
 
 
 def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict[str, float], seconds: float,
-                   stages: dict[str, str]) -> None:
-    first_tam = next(iter(rows))
-    atomic_write_json(workdir / "evaluation.json", public_json(rows[first_tam]))
+                   stages: dict[str, str], product: str | None) -> None:
+    """The run's tables; ``evaluation.json`` and ``run.json``'s ``model`` name the product: the task
+    model of ``train.tam`` when the run trains it, else the first row."""
+    if product is not None:
+        atomic_write_json(workdir / "evaluation.json", public_json(rows[product]))
     atomic_write_json(workdir / "results.json", {k: public_json(v) for k, v in rows.items()})
     table = format_table(rows, title=f"Seven test sets (workdir {workdir})")
     atomic_write_text(
@@ -133,7 +136,9 @@ def _write_results(workdir: Path, rows: dict[str, dict[str, Any]], timings: dict
         + "\n",
     )
     atomic_write_json(workdir / "run.json", {"timings": timings, "seconds": round(seconds, 1),
-                                             "rows": list(rows), "evaluation": first_tam, "stages": stages})
+                                             "rows": list(rows), "evaluation": product, "stages": stages,
+                                             "model": stages.get(f"model {product.split(' ', 1)[1]}")
+                                             if product and " " in product else None})
     if importlib.util.find_spec("matplotlib") is not None:  # the picture of the table (results.png)
         from unigen.evaluation.paper import PAPER_PROMPTING, set_dict
         from unigen.evaluation.plots import plot_accuracy

@@ -43,6 +43,17 @@ def tiny_run(tmp_path_factory, tiny_lm_dir):
     return work
 
 
+def test_run_names_the_task_model_it_ships(tiny_run, capsys):
+    model = json.loads((tiny_run / "run.json").read_text())["model"]
+    assert model and (Path(model) / "unigen_tam.json").is_file()
+    # a second run is all cached; it prints the table and where the model is
+    assert main(["run", "--workdir", str(tiny_run), "--quiet",
+                 "--config", str(tiny_run / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    # train.tam (mpnet-base) is not trained in the tiny run: the first task model is the product
+    assert f"The task model (UniGen lstm): {model}" in out and f"unigen serve {model}" in out
+
+
 def test_the_prompting_row_uses_the_rule_the_relabel_stage_recorded(tiny_run, tiny_lm_dir):
     (relabel,) = [s for s in stage_status(tiny_run) if s["stage"] == "02_relabel"]
     recorded = json.loads((Path(relabel["path"]) / "manifest.json").read_text())["rule"]

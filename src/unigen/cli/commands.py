@@ -49,6 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_pipeline(cfg, args.workdir, progress=progress(args), log=lambda m: print(m, file=sys.stderr),
                  wait=args.wait)
     print((Path(args.workdir) / "results.md").read_text(encoding="utf-8"))
+    run_json = Path(args.workdir) / "run.json"
+    record = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
+    model = record.get("model")
+    if model:
+        print(f"The task model ({record['evaluation']}): {model}\n"
+              f"  classify with `unigen predict --model {model} TEXT`, serve with `unigen serve {model}`,\n"
+              f"  export with `unigen export {model} --output DIR`")
     return 0
 
 
