@@ -40,7 +40,7 @@ def run_entry(args: argparse.Namespace) -> dict:
         name, path = spec.split("=", 1)
         record = json.loads(Path(path).read_text())
         full[name] = {**{k: round(100 * v["accuracy"], 2) for k, v in record["sets"].items()},
-                      "average": round(100 * record["average"], 2)}
+                      "average": round(100 * record["average"], 2), "sets_evaluated": len(record["sets"])}
     subsampled = any(results[n][s]["n"] < sizes[s] for n in results for s in TEST_SETS if s in results[n])
     return {"seed": args.seed, "commit": args.commit, "cpu": args.cpu or cpu_name(),
             "setup_s": args.setup_s, "run_s": args.run_s, "unit": "accuracy, %",
