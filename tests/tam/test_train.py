@@ -209,6 +209,7 @@ def test_train_and_predict_commands(tmp_path, bert_dir, capsys, monkeypatch):
     assert not (out / "checkpoints" / "checkpoint.pt").exists()
     saved = json.loads((out / "model" / "unigen_tam.json").read_text())
     assert saved["training"]["best_epoch"] == 1 and saved["labels"] == list(LABELS)
+    assert saved["training"]["precision"] in ("bf16", "fp32")  # what train.precision=auto resolved to
 
     capsys.readouterr()
     for model in (out, out / "model"):  # the stage folder or its model folder
@@ -369,7 +370,8 @@ def test_bf16_training_learns_and_runs_the_forward_in_bf16(bert_dir, monkeypatch
     monkeypatch.setattr(train_mod.TaskModel, "forward", record)
     distinct = sentiment_rows(12)
     result = _train(distinct * 32, epochs=1, tam=str(bert_dir), lr=5e-3, precision="bf16")
-    assert torch.bfloat16 in seen
+    assert torch.bfloat16 in seen and result.model_bf16
+    assert not _train(distinct, epochs=1, tam=str(bert_dir), precision="fp32").model_bf16
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # weights stay float32
     assert _accuracy(result.model, distinct) == 1.0
 

@@ -117,6 +117,7 @@ class TrainResult:
     best_valid_acc: float
     completed: bool = True
     averaged: bool = False
+    model_bf16: bool = False  # the forward passes ran under bf16 autocast (``train.precision``)
 
 
 def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -432,8 +433,10 @@ def train_task_model(data: Any, config: TrainConfig, labels: Sequence[str], *, s
         model.load_state_dict(loop.average.state)
         acc = _accuracy(model, valid_inputs, valid_labels, config.batch_size, loop.autocast)
         model.eval()
-        return TrainResult(model, state["history"], state["epoch"], acc, completed=True, averaged=True)
+        return TrainResult(model, state["history"], state["epoch"], acc, completed=True, averaged=True,
+                           model_bf16=loop.autocast)
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model.eval()
-    return TrainResult(model, state["history"], state["best_epoch"], state["best_acc"], completed=completed)
+    return TrainResult(model, state["history"], state["best_epoch"], state["best_acc"], completed=completed,
+                       model_bf16=loop.autocast)
