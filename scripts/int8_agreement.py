@@ -32,7 +32,8 @@ from unigen.export.onnx_export import (
     int8_plan,
     quantize_graph,
 )
-from unigen.export.onnx_model import OnnxTaskModel
+from unigen.export.onnx_model import ONNX_CONFIG, OnnxTaskModel
+from unigen.files import sha256_file
 from unigen.tam.model import TaskModel
 
 
@@ -48,6 +49,10 @@ def int8_variant(model: TaskModel, fp32: Path, out: Path, variant: str) -> Path:
         _weight_only(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=0.0), variant)
     else:
         quantize_graph(out / ONNX_NAME, int8_plan(model, out / ONNX_NAME, keep_float_share=float(variant)))
+    record = json.loads((out / ONNX_CONFIG).read_text(encoding="utf-8"))  # the copied float32 record
+    if "sha256" in record:  # the variant's graph is another file: record its digest, as the exporter does
+        record["sha256"][ONNX_NAME] = sha256_file(out / ONNX_NAME)
+        (out / ONNX_CONFIG).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return out
 
 
