@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from unigen.adaptation import stage as adapt_module
+from unigen.adaptation.distill import distill_rows
 from unigen.adaptation.priors import agreement_prior, em_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.adaptation.stage import adapt_stage, lm_sample_index
@@ -135,12 +136,32 @@ def test_pseudo_labels_and_the_prior_matched_selection():
     assert lm_sample_index(10, 4, 0).tolist() == lm_sample_index(10, 4, 0).tolist() != list(range(4))
 
 
+def test_distill_rows_sample_the_texts_and_keep_the_teachers_probabilities():
+    texts = [f"t{i}" for i in range(10)]
+    probs = np.linspace(0.05, 0.95, 10)[:, None] * np.array([[-1.0, 1.0]]) + np.array([[1.0, 0.0]])
+    rows, targets, info = distill_rows(texts, probs, (["s1", "s2"], np.eye(2)), max_distill=4, targets="soft",
+                                       synthetic_ratio=1.0, seed=0)
+    assert info == {"distilled_texts": 4, "synthetic_rows": 2, "teacher_positive_share": info[
+        "teacher_positive_share"]}
+    assert rows[4:] == ["s1", "s2"] and len(set(rows[:4])) == 4
+    for text, target in zip(rows[:4], targets[:4]):
+        np.testing.assert_allclose(target, probs[int(text[1:])], atol=1e-6)
+    _, hard, _ = distill_rows(texts, probs, None, max_distill=10, targets="hard", synthetic_ratio=1.0, seed=0)
+    assert hard.tolist() == [[1.0, 0.0]] * 5 + [[0.0, 1.0]] * 5
+    assert distill_rows(texts, probs, None, max_distill=4, targets="soft", synthetic_ratio=0, seed=0)[0] == \
+        distill_rows(texts, probs, None, max_distill=4, targets="soft", synthetic_ratio=0, seed=0)[0]
+
+
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="adapt.prior"):
         load_config(None, ["adapt.prior=median"])
     with pytest.raises(ConfigError, match="lm_sample=0"):
         load_config(None, ["adapt.lm_sample=0"])
     load_config(None, ["adapt.lm_sample=0", "adapt.prior=model_em", "adapt.pseudo_labels=model"])
+    with pytest.raises(ConfigError, match="adapt.targets"):
+        load_config(None, ["adapt.targets=fuzzy"])
+    assert load_config(None, ["adapt.method=distill"]).adapt.resolved_targets() == "soft"
+    assert load_config(None, []).adapt.resolved_targets() == "hard"
 
 
 # ---------------------------------------------------------------- the stage
@@ -201,6 +222,24 @@ def test_self_training_through_the_python_api(base_model, texts_file, tmp_path):
     assert weights(folder) != weights(base_model)
     assert not (tmp_path / "st" / "rounds").exists()  # intermediate models are removed
     assert TaskModel.from_pretrained(tmp_path / "st").predict("so good , really good") in LABELS
+
+
+def test_distill_trains_a_new_student_on_the_teachers_probabilities(base_model, texts_file, bert_dir,
+                                                                    tmp_path):
+    out = adapt_stage(cfg("adapt.method=distill", f"adapt.student={bert_dir}", "adapt.prior=none",
+                          "adapt.epochs=2"), base_model, texts_file, path=tmp_path / "d", progress=False,
+                      scorer=WordScorer(fail=True))  # prior none: no LM
+    record = json.loads((out / "model" / "unigen_tam.json").read_text())
+    student = TaskModel.from_pretrained(out / "model")
+    teacher = TaskModel.from_pretrained(base_model)
+    assert student.spec.architecture != teacher.spec.architecture == "lstm"
+    a = record["training"]["adaptation"]
+    assert a["method"] == "distill" and a["labeler"] is None and a["prior"] is None
+    assert a["student"]["distilled_texts"] == 80 and a["student"]["synthetic_rows"] == 48
+    assert len(record["training"]["history"]) == 2 and a["student"]["encoder"] == str(bert_dir)
+    assert not (out / "student").exists()  # the checkpoints are removed
+    assert "distilled student" in (out / "model" / "README.md").read_text()
+    assert student.predict("so good , really good") in LABELS
 
 
 def test_labels_in_the_file_are_ignored(base_model, tmp_path):

@@ -21,6 +21,8 @@ Steps (formulas in :mod:`unigen.adaptation.priors` and :mod:`unigen.adaptation.p
    the most confident per class in ``pi_t``'s proportions, mixed with the model's synthetic training rows,
    and ``adapt.epochs`` of :func:`unigen.tam.train.train_task_model` warm-started from the current model;
    then (``adapt.match_prior``) the offset moved to ``pi_t`` again;
+   ``distill``: a new ``adapt.student`` model trained on the offset model's probabilities for the texts
+   (:mod:`unigen.adaptation.distill`; checkpoints in ``student/`` while it runs), then the same offset move;
 5. the offset is added to the classifier's output bias and the model saved with an ``adaptation`` record.
 """
 
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unigen.adaptation.distill import distill_rows, train_student
 from unigen.adaptation.priors import estimate_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.config import UniGenConfig, fingerprint_dict, load_config
@@ -55,6 +58,7 @@ __all__ = ["MODEL_DIR", "adapt", "adapt_stage", "read_texts", "task_model_folder
 MODEL_DIR = "model"
 LM_SCORES = "lm.json"
 ROUNDS_DIR = "rounds"
+STUDENT_DIR = "student"
 DEFAULT_WORKDIR = "runs/default"
 #: texts per chunk of the task model's prediction (one progress-bar step)
 PREDICT_CHUNK = 256
@@ -235,12 +239,12 @@ def _self_train_round(stage: Stage, cfg: UniGenConfig, model: TaskModel, r: int,
         raise DataError(f"only {len(chosen)} text(s) got a pseudo-label (adapt.pseudo_labels="
                         f"{a.pseudo_labels}); give more texts, or use adapt.method=prior")
     eye = np.eye(len(cfg.labels), dtype=np.float32)
-    targets = eye[labels[chosen]] if a.targets == "hard" else soft[chosen]
+    targets = eye[labels[chosen]] if a.resolved_targets() == "hard" else soft[chosen]
     rows, rows_targets, n_syn = mix_rows([texts[pool[i]] for i in chosen], targets, synthetic,
                                          a.synthetic_ratio, derive_seed(cfg.seed, "adapt-synthetic", r))
     arch = model.spec.architecture
     train_cfg = dataclasses.replace(cfg.train, tam="lstm" if arch == "lstm" else model.spec.encoder,
-                                    epochs=a.epochs, lr=a.lr, scl_weight=a.scl_weight,
+                                    epochs=a.epochs or 1, lr=a.lr, scl_weight=a.scl_weight,
                                     max_length=a.max_length, min_steps=0, average_from=None)
     result = train_task_model((rows, rows_targets, None), train_cfg, cfg.labels,
                               seed=derive_seed(cfg.seed, "adapt-round", r),
@@ -252,6 +256,26 @@ def _self_train_round(stage: Stage, cfg: UniGenConfig, model: TaskModel, r: int,
             "synthetic_rows": n_syn, "history": result.history}
     result.model.save_pretrained(_round_dir(stage, r) / MODEL_DIR, training={"round": info})
     return result.model, info
+
+
+def _distill(stage: Stage, cfg: UniGenConfig, model_dir: Path, texts: list[str], logits: np.ndarray,
+             prior: np.ndarray | None, progress: bool) -> tuple[TaskModel, np.ndarray, dict, str]:
+    """``distill``: the student trained on the threshold-moved teacher's probabilities; returns the
+    student, its logits on the texts, a record and where the synthetic rows came from."""
+    a = cfg.adapt
+    delta = logit_offset(logits, prior) if prior is not None else np.zeros(logits.shape[1])
+    synthetic, synthetic_from = synthetic_rows(model_dir, len(cfg.labels)) if a.synthetic_ratio > 0 \
+        else (None, "")
+    rows, targets, info = distill_rows(texts, softmax(logits + delta), synthetic, max_distill=a.max_distill,
+                                       targets=a.resolved_targets(), synthetic_ratio=a.synthetic_ratio,
+                                       seed=cfg.seed)
+    result = train_student(cfg, rows, targets, workdir=stage.path / STUDENT_DIR / "checkpoints",
+                           progress=progress)
+    student = result.model.to("cpu")
+    info.update(encoder=a.student, teacher_offset=np.round(delta, 6).tolist(), best_epoch=result.best_epoch,
+                history=result.history, precision="bf16" if result.model_bf16 else "fp32")
+    logits = model_logits(student, texts, a.batch_size, progress, "adapt: student")
+    return student, logits, info, synthetic_from
 
 
 def _finished_round(stage: Stage, r: int) -> tuple[TaskModel, dict] | None:
@@ -323,6 +347,10 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
             task, round_info = done
             rounds.append(round_info)
             logits = model_logits(task, texts, a.batch_size, progress, f"adapt: round {r} model")
+    distilled: dict[str, Any] | None = None
+    if a.method == "distill":
+        task, logits, distilled, synthetic_from = _distill(stage, cfg, model_dir, texts, logits, prior,
+                                                             progress)
     delta = np.zeros(len(cfg.labels))
     if prior is not None and (a.method == "prior" or a.match_prior):
         delta = logit_offset(logits, prior)
@@ -340,8 +368,13 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
         "synthetic_from": synthetic_from or None, "adapted_from": str(model_dir.resolve()),
         "seconds": round(time.perf_counter() - tic, 1)}
     training = {**(record.get("training") or {}), "adaptation": adaptation}
+    if distilled is not None:  # the student's own training, the teacher's data provenance
+        adaptation["student"] = {k: v for k, v in distilled.items() if k != "history"}
+        training = {"data": (record.get("training") or {}).get("data"), "history": distilled["history"],
+                    "precision": distilled["precision"], "adaptation": adaptation}
     task.save_pretrained(stage.path / MODEL_DIR, training=training)
     shutil.rmtree(stage.path / ROUNDS_DIR, ignore_errors=True)
+    shutil.rmtree(stage.path / STUDENT_DIR, ignore_errors=True)
     stage.finish({"texts": len(texts), "lm_texts": adaptation["lm_texts"],
                   "pseudo_labelled": sum(r["pseudo_labelled"] for r in rounds),
                   "positive_share_before": round(float(before[-1]), 4),

@@ -21,7 +21,8 @@ class AdaptConfig:
 
     method: str = setting("self_train", "prior: only move the decision threshold to the estimated class "
                           "prior | self_train: fine-tune on prior-matched pseudo-labels mixed with the "
-                          "model's synthetic rows, then move the threshold")
+                          "model's synthetic rows, then move the threshold | distill: train a new, smaller "
+                          "model (adapt.student) on the threshold-moved model's probabilities for the texts")
     prior: str = setting("agreement", "label-free class-prior estimate: agreement (the LM's and the task "
                          "model's labels where they agree) | lm (the calibrated verbalizer's predicted "
                          "share) | model_em (EM on the task model's probabilities, Saerens et al. 2002) | "
@@ -33,15 +34,20 @@ class AdaptConfig:
                                      "most confident per class, in the estimated prior's proportions")
     max_pseudo: int = setting(1000, "self_train: at most this many pseudo-labelled texts per round")
     rounds: int = setting(1, "self_train: pseudo-label and fine-tune this many times")
-    epochs: int = setting(1, "self_train: epochs per round")
+    epochs: int | None = setting(None, "epochs per self_train round (None: 1) or of the distill student "
+                                 "(None: train.epochs' default for its encoder, 3 for transformers)")
+    student: str = setting("minilm-l6", "distill: the student's encoder (a train.tam name or path)")
+    max_distill: int = setting(10000, "distill: at most this many of the texts (a seeded sample) are "
+                               "distilled on")
     lr: float | None = setting(None, "self_train: learning rate (None: train.lr's default, 1e-3 LSTM, 2e-5 "
                                "transformers)")
     synthetic_ratio: float = setting(1.0, "self_train: synthetic training rows mixed in per pseudo-label "
                                      "(read from the model's training provenance when found; 0: none)")
-    targets: str = setting("hard", "self_train: pseudo-label targets: hard (one-hot) | soft (the pseudo-"
-                           "labeler's probabilities)")
+    targets: str | None = setting(None, "training targets: hard (one-hot) | soft (the pseudo-labeler's, or "
+                                  "for distill the teacher's, probabilities); None: hard for self_train, "
+                                  "soft for distill")
     scl_weight: float = setting(0.0, "self_train: weight of the supervised contrastive loss (0: CE only)")
-    max_length: int = setting(64, "self_train: token limit of the training inputs")
+    max_length: int = setting(64, "self_train and distill: token limit of the training inputs")
     match_prior: bool = setting(True, "self_train: after fine-tuning, move the threshold to the estimated "
                                 "prior again")
     labeler: str | None = setting(None, "the LM whose calibrated verbalizer labels texts (None: the "
@@ -54,19 +60,25 @@ class AdaptConfig:
     em_iterations: int = setting(100, "model_em: at most this many EM iterations")
     batch_size: int = setting(64, "texts per prediction batch", fingerprint=False)
 
+    def resolved_targets(self) -> str:
+        """``targets``, or hard for self_train and soft (the teacher's probabilities) for distill."""
+        return self.targets or ("soft" if self.method == "distill" else "hard")
+
     def needs_lm(self) -> bool:
         """Whether the LM labels texts (the prior or the pseudo-labels use it)."""
         return self.prior in ("agreement", "lm") or (
             self.method == "self_train" and self.pseudo_labels != "model")
 
     def __post_init__(self) -> None:
-        _one_of("adapt.method", self.method, ("prior", "self_train"))
+        _one_of("adapt.method", self.method, ("prior", "self_train", "distill"))
         _one_of("adapt.prior", self.prior, ADAPT_PRIORS)
         _one_of("adapt.pseudo_labels", self.pseudo_labels, ADAPT_PSEUDO_LABELS)
-        _one_of("adapt.targets", self.targets, ("hard", "soft"))
+        _check(self.targets is None or self.targets in ("hard", "soft"),
+               f"adapt.targets must be hard, soft or None (got {self.targets!r})")
         _check(0.0 < self.select_fraction <= 1.0, "adapt.select_fraction must be in (0, 1]")
-        _check(self.max_pseudo > 0 and self.rounds > 0 and self.epochs > 0,
-               "adapt.max_pseudo, adapt.rounds and adapt.epochs must be positive")
+        _check(self.max_pseudo > 0 and self.rounds > 0 and self.max_distill > 0
+               and (self.epochs is None or self.epochs > 0),
+               "adapt.max_pseudo, adapt.rounds, adapt.max_distill and adapt.epochs must be positive")
         _check(self.lr is None or self.lr > 0, "adapt.lr must be None or positive")
         _check(self.synthetic_ratio >= 0, "adapt.synthetic_ratio must be >= 0")
         _check(self.scl_weight >= 0, "adapt.scl_weight must be >= 0")

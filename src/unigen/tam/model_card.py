@@ -149,7 +149,7 @@ def _training_section(training: Mapping[str, Any]) -> str:
 
 ADAPT_SETTING_KEYS = ("method", "prior", "pseudo_labels", "select_fraction", "max_pseudo", "rounds",
                       "epochs", "lr", "synthetic_ratio", "targets", "scl_weight", "max_length", "match_prior",
-                      "lm_sample")
+                      "lm_sample", "student", "max_distill")
 
 
 def _shares(shares: Mapping[str, Any] | None) -> str:
@@ -178,6 +178,11 @@ def _adaptation_section(adaptation: Mapping[str, Any]) -> str:
         table.append([f"round {r.get('round')}", f"{r.get('pseudo_labelled')} pseudo-labelled texts "
                       f"({', '.join(f'{k} {v}' for k, v in (r.get('pseudo_per_label') or {}).items())}) + "
                       f"{r.get('synthetic_rows')} synthetic rows"])
+    if (student := adaptation.get("student")):
+        table.append(["distilled student", f"`{student.get('encoder')}` trained on "
+                      f"{student.get('distilled_texts')} of the texts with the teacher's probabilities + "
+                      f"{student.get('synthetic_rows')} synthetic rows (teacher: "
+                      f"`{adaptation.get('adapted_from')}`)"])
     return text + markdown_table(["setting", "value"], table)
 
 
