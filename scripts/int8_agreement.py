@@ -6,7 +6,8 @@
 Exports MODEL_DIR as float32 ONNX, as ``--quantize int8`` (the shipped recipe) and by the other int8
 recipes of ``--variants`` (each a share of the encoder's MatMuls kept float32, the most sensitive first;
 ``0``: ONNX Runtime's dynamic quantization of every encoder MatMul; or ``nbits<B>-<block>``: block-wise
-weight-only B-bit weights with int8 compute, see ``_weight_only``), classifies ``--per-set`` texts of
+weight-only B-bit weights with int8 compute, see ``_weight_only``; and, where the CPU computes bf16
+natively, PyTorch under bf16 autocast, the evaluation engine), classifies ``--per-set`` texts of
 each of the seven test sets (at the model's token limit) with each and with PyTorch, and times batch-32
 classification of ``--speed-texts`` of them, the backends interleaved, ``--rounds`` times (median).
 Prints a JSON record.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from unigen.evaluation.datasets import TEST_SETS, load_dataset
+from unigen.evaluation.evaluate import AutocastModel
 from unigen.export.onnx_export import (
     ONNX_NAME,
     OPSET,
@@ -34,6 +36,7 @@ from unigen.export.onnx_export import (
 )
 from unigen.export.onnx_model import ONNX_CONFIG, OnnxTaskModel
 from unigen.files import sha256_file
+from unigen.registry import native_bf16
 from unigen.tam.model import TaskModel
 
 
@@ -96,6 +99,8 @@ def main() -> None:
         logging.disable(logging.WARNING)
         models = {"pytorch": torch_model, "onnx-fp32": OnnxTaskModel.from_pretrained(fp32),
                   "onnx-int8": OnnxTaskModel.from_pretrained(int8)}
+        if native_bf16("cpu"):  # the evaluation engine's bf16 autocast, where the CPU computes bf16
+            models["pytorch-bf16"] = AutocastModel(torch_model)
         for variant in filter(None, args.variants.split(",")):
             models[f"onnx-int8-{variant}"] = OnnxTaskModel.from_pretrained(
                 int8_variant(torch_model, fp32, Path(tmp) / variant, variant))
