@@ -241,7 +241,7 @@ def check_unicode(text: str, where: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise DataError(f"{where}: text holds an unpaired surrogate ({text[exc.start]!r} at character "
+        raise DataError(f"{where}: the text holds an unpaired surrogate ({text[exc.start]!r} at character "
                         f"{exc.start + 1}), which is not Unicode text") from None
     return text
 

@@ -6,9 +6,12 @@ and gets no label: ``label`` and ``probabilities`` are ``null`` (empty cells in 
 ``unigen predict``, in :meth:`TaskModel.classify <unigen.tam.model.TaskModel.classify>` /
 :meth:`OnnxTaskModel.classify <unigen.export.onnx_model.OnnxTaskModel.classify>` and in the server's answers.
 
-:func:`predict_rows` classifies a stream of :class:`~unigen.textfiles.TextRow` in chunks with a model
-loaded by :func:`unigen.inference.load_model` (either backend), and :class:`RowWriter` writes the rows with
-their predictions as JSON lines or CSV. This module imports no model code (the task models import it).
+:class:`PredictionsMixin` gives both task models (:class:`~unigen.tam.model.TaskModel`,
+:class:`~unigen.export.onnx_model.OnnxTaskModel`) their ``predict`` and ``classify`` on top of their own
+``predict_proba``. :func:`predict_rows` classifies a stream of :class:`~unigen.textfiles.TextRow` in
+chunks with a model loaded by :func:`unigen.inference.load_model` (either backend), and :class:`RowWriter`
+writes the rows with their predictions as JSON lines or CSV. This module imports no model code (the task
+models import it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, TextIO
 
 from unigen.errors import UniGenError
 
-__all__ = ["OUTPUT_FORMATS", "RowWriter", "classify", "output_format", "prediction", "predict_rows"]
+__all__ = ["OUTPUT_FORMATS", "PredictionsMixin", "RowWriter", "check_texts", "classify", "output_format",
+           "prediction", "predict_rows"]
 
 #: output file endings and their formats
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -30,6 +34,13 @@ DECIMALS = 6
 
 def is_empty(text: str) -> bool:
     return not text.strip()
+
+
+def check_texts(items: Sequence[Any]) -> None:
+    """A :class:`TypeError` naming the first item of ``items`` that is not a string, if any."""
+    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
 
 
 def prediction(text: str, probs: Sequence[float] | None, labels: Sequence[str]) -> dict[str, Any]:
@@ -49,14 +60,34 @@ def classify(predict_proba: Callable[[list[str]], Any], labels: Sequence[str], t
     model."""
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
-    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
+    check_texts(items)
     keep = [i for i, t in enumerate(items) if not is_empty(t)]
     probs = predict_proba([items[i] for i in keep]) if keep else []
     found: dict[int, Any] = dict(zip(keep, probs))
     out = [prediction(t, found.get(i), labels) for i, t in enumerate(items)]
     return out[0] if single else out
+
+
+class PredictionsMixin:
+    """``predict`` and ``classify`` for a task model of either backend, built on the class's own ``labels``
+    and ``predict_proba(texts, *, batch_size)`` (``(N, C)`` for a list of texts, ``(C,)`` for one string)."""
+
+    labels: tuple[str, ...]
+    predict_proba: Callable[..., Any]
+
+    def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:
+        """Label names: a list for a list of texts, one name for a single string."""
+        probs = self.predict_proba(texts, batch_size=batch_size)
+        if probs.ndim == 1:
+            return self.labels[int(probs.argmax())]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def classify(self, texts: str | Sequence[str], *, batch_size: int = 64
+                 ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Predictions in the format the command line and the server share (:mod:`unigen.predictions`):
+        ``{"text", "label", "probabilities": {label: p}}`` per text, a list for a list, one dict for a single
+        string. An empty text (or only spaces) gets ``label`` and ``probabilities`` ``None``."""
+        return classify(lambda items: self.predict_proba(items, batch_size=batch_size), self.labels, texts)
 
 
 # ---------------------------------------------------------------- files of texts in, rows out

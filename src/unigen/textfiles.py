@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from unigen.errors import DataError, short_repr
+from unigen.files import check_unicode
 
 __all__ = ["FORMATS", "STDIN", "TextFile", "TextRow", "count_rows", "format_of", "iter_texts", "open_texts"]
 
@@ -97,12 +98,7 @@ def _check_text(value: Any, where: str, text_field: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: {text_field!r} is {type(value).__name__} {short_repr(value, 40)}, not a "
                         "string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise DataError(f"{where}: the text holds an unpaired surrogate ({value[exc.start]!r} at character "
-                        f"{exc.start + 1}), which is not Unicode text") from None
-    return value
+    return check_unicode(value, where)
 
 
 def _pick_field(columns: list[str], wanted: str | None, name: str, strings: list[str] | None = None) -> str:

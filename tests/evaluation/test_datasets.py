@@ -114,5 +114,5 @@ def test_bom_crlf_long_lines_and_nul_bytes_in_csv(tmp_path):
         read_rows(path)
     jsonl = tmp_path / "s.jsonl"
     jsonl.write_text('{"text": "half \\ud800 pair", "label": 1}\n')
-    with pytest.raises(DataError, match=r"s.jsonl:1: text holds an unpaired surrogate"):
+    with pytest.raises(DataError, match=r"s.jsonl:1: the text holds an unpaired surrogate"):
         read_rows(jsonl)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unigen.errors import ModelNotAvailable
+from unigen.predictions import PredictionsMixin, check_texts
 from unigen.tam.batching import padding_groups
 
 __all__ = ["ONNX_CONFIG", "OnnxTaskModel", "is_onnx_folder"]
@@ -78,7 +79,7 @@ class _SubwordEncoder:
         return ids, mask
 
 
-class OnnxTaskModel:
+class OnnxTaskModel(PredictionsMixin):
     """A task model exported by ``unigen export --format onnx``, run with ONNX Runtime on CPU.
 
     Build it with :meth:`from_pretrained`. ``labels``, ``config`` (the ``unigen_onnx.json`` record) and
@@ -154,9 +155,7 @@ class OnnxTaskModel:
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
+        check_texts(items)
         out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
         order = np.argsort([len(t) for t in items], kind="stable")
         for start in range(0, len(items), batch_size):
@@ -167,19 +166,3 @@ class OnnxTaskModel:
                 (probs,) = self.session.run(["probabilities"], inputs)
                 out[idx[rows]] = probs
         return out[0] if single else out
-
-    def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:
-        """Label names: a list for a list of texts, one name for a single string."""
-        probs = self.predict_proba(texts, batch_size=batch_size)
-        if probs.ndim == 1:
-            return self.labels[int(probs.argmax())]
-        return [self.labels[i] for i in probs.argmax(axis=1)]
-
-    def classify(self, texts: str | Sequence[str], *, batch_size: int = 64
-                 ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Predictions in the format the command line and the server share (:mod:`unigen.predictions`):
-        ``{"text", "label", "probabilities": {label: p}}`` per text, a list for a list, one dict for a single
-        string. An empty text (or only spaces) gets ``label`` and ``probabilities`` ``None``."""
-        from unigen.predictions import classify
-
-        return classify(lambda items: self.predict_proba(items, batch_size=batch_size), self.labels, texts)

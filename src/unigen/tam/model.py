@@ -46,6 +46,7 @@ from unigen import __version__
 from unigen.config import TrainConfig
 from unigen.errors import ModelNotAvailable
 from unigen.files import atomic_folder, hashed_files, verify_files
+from unigen.predictions import PredictionsMixin, check_texts
 from unigen.registry import from_pretrained, resolve
 from unigen.tam.batching import padding_groups
 from unigen.tam.lstm import LSTMEncoder, Vectors, WordTokenizer, glove_embedding_matrix, load_glove
@@ -125,7 +126,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-class TaskModel(nn.Module):
+class TaskModel(nn.Module, PredictionsMixin):
     """A sentiment task model: encoder + projection head + classifier, with its tokenizer.
 
     Build one with :meth:`build`, load a saved one with :meth:`from_pretrained`.
@@ -265,9 +266,7 @@ class TaskModel(nn.Module):
         :func:`~unigen.tam.batching.length_groups`, so little of each pass is padding; padding is
         masked, so the grouping changes nothing but the speed.
         """
-        bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"texts must be strings; item {bad} is {type(items[bad]).__name__}")
+        check_texts(items)
         was_training = self.training
         self.eval()
         out = np.zeros((len(items), width), dtype=np.float32)
@@ -297,22 +296,6 @@ class TaskModel(nn.Module):
     def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """The contrastive features (projection-head output) ``(N, projection_dim)`` of the texts."""
         return self._outputs(list(texts), batch_size, lambda out: out.features, self.spec.projection_dim)
-
-    def predict(self, texts: str | Sequence[str], *, batch_size: int = 64) -> str | list[str]:
-        """Label names: a list for a list of texts, one name for a single string."""
-        probs = self.predict_proba(texts, batch_size=batch_size)
-        if probs.ndim == 1:
-            return self.labels[int(probs.argmax())]
-        return [self.labels[i] for i in probs.argmax(axis=1)]
-
-    def classify(self, texts: str | Sequence[str], *, batch_size: int = 64
-                 ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Predictions in the format the command line and the server share (:mod:`unigen.predictions`):
-        ``{"text", "label", "probabilities": {label: p}}`` per text, a list for a list, one dict for a single
-        string. An empty text (or only spaces) gets ``label`` and ``probabilities`` ``None``."""
-        from unigen.predictions import classify
-
-        return classify(lambda items: self.predict_proba(items, batch_size=batch_size), self.labels, texts)
 
     # ------------------------------------------------------------------ persistence
 
