@@ -362,6 +362,16 @@ def test_the_command_writes_a_model_that_predict_accepts(base_model, texts_file,
     assert "06_adapt" in capsys.readouterr().out
 
 
+def test_the_command_distills_a_student_and_says_so(base_model, texts_file, bert_dir, tmp_path, capsys):
+    args = ["adapt", "--model", str(base_model), "--texts", str(texts_file), "--output", str(tmp_path / "d"),
+            "--quiet", *(x for s in (*TINY, "adapt.method=distill", f"adapt.student={bert_dir}",
+                                     "adapt.prior=none", "adapt.epochs=1") for x in ("--set", s))]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "method: distill" in out and f"student: {bert_dir}, trained on 80 of the texts" in out
+    assert TaskModel.from_pretrained(tmp_path / "d").spec.architecture != "lstm"
+
+
 def test_the_two_fold_protocol_runs_and_resumes(base_model, tiny_lm_dir, tmp_path, monkeypatch):
     """experiments/adapt_protocol.py on two tiny sets, the tiny LM as labeler: the table, the curve, the plot,
     and a second run that only re-renders (every measurement is kept)."""

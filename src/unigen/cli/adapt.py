@@ -24,7 +24,8 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "plain text one per line) without labels: the class prior of your texts is estimated (the "
         "generator's calibrated verbalizer and the task model), the decision threshold is moved to it, and "
         "(adapt.method=self_train) the model is fine-tuned on prior-matched pseudo-labels mixed with its "
-        "synthetic training rows. Labels in FILE are never read. Settings: --set adapt.KEY=VALUE "
+        "synthetic training rows; adapt.method=distill trains a new, smaller model (adapt.student) on the "
+        "model's probabilities for the texts instead. Labels in FILE are never read. Settings: --set adapt.KEY=VALUE "
         "(docs/adapt.md). Writes an adapt stage folder whose model/ is the adapted task model.")
     p.add_argument("--model", required=True, metavar="DIR",
                    help="a task-model folder, or a train (or adapt) stage folder")
@@ -72,6 +73,9 @@ def run_adapt(args: argparse.Namespace) -> int:
           "the file are never read\n"
           f"  method: {a['method']}, prior {a['settings']['prior']}"
           + (f" = {', '.join(f'{k} {100 * v:.1f}%' for k, v in a['prior'].items())}" if a["prior"] else "")
+          + (f"\n  student: {a['student']['encoder']}, trained on {a['student']['distilled_texts']:,} of the "
+             f"texts with the model's probabilities + {a['student']['synthetic_rows']:,} synthetic rows"
+             if a.get("student") else "")
           + f"\n  predicted share on the texts: {share}\n"
           f"  model: {path / MODEL_DIR}")
     return 0
