@@ -26,7 +26,8 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(adapt.method=self_train) the model is fine-tuned on prior-matched pseudo-labels mixed with its "
         "synthetic training rows; adapt.method=distill trains a new, smaller model (adapt.student) on the "
         "model's probabilities for the texts instead. Labels in FILE are never read. Settings: --set "
-        "adapt.KEY=VALUE (docs/adapt.md). Writes an adapt stage folder whose model/ is the adapted task model.")
+        "adapt.KEY=VALUE (docs/adapt.md). Writes an adapt stage folder whose model/ is the adapted task "
+        "model.")
     p.add_argument("--model", required=True, metavar="DIR",
                    help="a task-model folder, or a train (or adapt) stage folder")
     p.add_argument("--texts", required=True, metavar="FILE",
