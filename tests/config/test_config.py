@@ -111,3 +111,10 @@ def test_bom_crlf_and_deep_yaml(tmp_path):
     path.write_bytes(b"run: {tams: [[lstm, [x]]]}\n")
     with pytest.raises(ConfigError, match="run.tams must be a list of names"):
         load_config(path)
+
+
+def test_a_float_setting_takes_exponent_notation_without_a_dot():
+    # YAML 1.1 (PyYAML) reads 1e-4 as a string; a float setting still takes it
+    assert load_config(None, ["adapt.lr=1e-4"]).adapt.lr == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="adapt.lr must be a number"):
+        load_config(None, ["adapt.lr=fast"])
