@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_protocol import capped, halves  # noqa: E402
 from full_eval import cpu_name  # noqa: E402
 
-from unigen.adaptation.distill import distill_rows, train_student  # noqa: E402
+from unigen.adaptation.distill import distill_student  # noqa: E402
 from unigen.adaptation.stage import synthetic_rows, task_model_folder  # noqa: E402
 from unigen.config import load_config  # noqa: E402
 from unigen.evaluation.datasets import SET_DOMAIN, load_dataset  # noqa: E402
@@ -49,14 +49,9 @@ def fold_student(cfg, teacher: Path, out: Path, texts: list[str], probs: np.ndar
     if (folder / CONFIG_NAME).is_file():
         return folder
     synthetic, source = synthetic_rows(teacher, probs.shape[1])
-    a = cfg.adapt
-    rows, targets, info = distill_rows(texts, probs, synthetic, max_distill=a.max_distill,
-                                       targets=a.resolved_targets(), synthetic_ratio=a.synthetic_ratio,
-                                       seed=cfg.seed)
     tic = time.perf_counter()
-    result = train_student(cfg, rows, targets, workdir=out / "checkpoints")
-    info.update(seconds=round(time.perf_counter() - tic, 1), rows=len(rows), synthetic_from=source,
-                best_epoch=result.best_epoch, history=result.history)
+    result, info = distill_student(cfg, texts, probs, synthetic, workdir=out / "checkpoints")
+    info.update(seconds=round(time.perf_counter() - tic, 1), synthetic_from=source)
     record["train"] = info
     result.model.to("cpu").save_pretrained(folder, training={"distill_protocol": info})
     return folder

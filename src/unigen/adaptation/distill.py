@@ -34,7 +34,7 @@ from unigen.config import UniGenConfig
 from unigen.seeds import derive_seed
 from unigen.tam.train import TrainResult, train_task_model
 
-__all__ = ["distill_rows", "train_student"]
+__all__ = ["distill_rows", "distill_student", "train_student"]
 
 
 def distill_rows(texts: list[str], teacher_probs: np.ndarray, synthetic: tuple[list[str], np.ndarray] | None,
@@ -70,3 +70,19 @@ def train_student(cfg: UniGenConfig, rows: list[str], targets: np.ndarray, *, wo
     return train_task_model((rows, np.asarray(targets, dtype=np.float32), None), train_cfg, cfg.labels,
                             seed=derive_seed(cfg.seed, "distill-student"), workdir=workdir,
                             progress=progress, device=cfg.device)
+
+
+def distill_student(cfg: UniGenConfig, texts: list[str], teacher_probs: np.ndarray,
+                    synthetic: tuple[list[str], np.ndarray] | None, *, workdir: str | Path | None,
+                    progress: bool = True) -> tuple[TrainResult, dict[str, Any]]:
+    """:func:`distill_rows` with the ``adapt`` settings, then :func:`train_student`; returns the training
+    result and a record (rows distilled, synthetic rows, the teacher's positive share, best epoch, history,
+    precision)."""
+    a = cfg.adapt
+    rows, targets, info = distill_rows(texts, teacher_probs, synthetic, max_distill=a.max_distill,
+                                       targets=a.resolved_targets(), synthetic_ratio=a.synthetic_ratio,
+                                       seed=cfg.seed)
+    result = train_student(cfg, rows, targets, workdir=workdir, progress=progress)
+    info.update(rows=len(rows), best_epoch=result.best_epoch, history=result.history,
+                precision=result.precision)
+    return result, info

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unigen.adaptation.distill import distill_rows, train_student
+from unigen.adaptation.distill import distill_student
 from unigen.adaptation.priors import estimate_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.config import UniGenConfig, fingerprint_dict, load_config
@@ -266,14 +266,10 @@ def _distill(stage: Stage, cfg: UniGenConfig, model_dir: Path, texts: list[str],
     delta = logit_offset(logits, prior) if prior is not None else np.zeros(logits.shape[1])
     synthetic, synthetic_from = synthetic_rows(model_dir, len(cfg.labels)) if a.synthetic_ratio > 0 \
         else (None, "")
-    rows, targets, info = distill_rows(texts, softmax(logits + delta), synthetic, max_distill=a.max_distill,
-                                       targets=a.resolved_targets(), synthetic_ratio=a.synthetic_ratio,
-                                       seed=cfg.seed)
-    result = train_student(cfg, rows, targets, workdir=stage.path / STUDENT_DIR / "checkpoints",
-                           progress=progress)
+    result, info = distill_student(cfg, texts, softmax(logits + delta), synthetic,
+                                   workdir=stage.path / STUDENT_DIR / "checkpoints", progress=progress)
     student = result.model.to("cpu")
-    info.update(encoder=a.student, teacher_offset=np.round(delta, 6).tolist(), best_epoch=result.best_epoch,
-                history=result.history, precision="bf16" if result.model_bf16 else "fp32")
+    info.update(encoder=a.student, teacher_offset=np.round(delta, 6).tolist())
     logits = model_logits(student, texts, a.batch_size, progress, "adapt: student")
     return student, logits, info, synthetic_from
 

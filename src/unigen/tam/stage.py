@@ -40,7 +40,7 @@ def _train_into(stage: Stage, data: TrainingData, cfg: UniGenConfig, tam: str, s
     result.model.save_pretrained(stage.path / MODEL_DIR, training={
         "rows": len(data.texts), "seed": cfg.seed, "epochs": len(result.history),
         "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc, "history": result.history,
-        "averaged": result.averaged, "precision": "bf16" if result.model_bf16 else "fp32",
+        "averaged": result.averaged, "precision": result.precision,
         "settings": train_settings(cfg, tam)["train"], "data": provenance or {},
         **({"source": source} if source else {})})
     if not keep_checkpoint:

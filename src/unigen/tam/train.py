@@ -119,6 +119,11 @@ class TrainResult:
     averaged: bool = False
     model_bf16: bool = False  # the forward passes ran under bf16 autocast (``train.precision``)
 
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``: what the training record says ``train.precision`` resolved to."""
+        return "bf16" if self.model_bf16 else "fp32"
+
 
 def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``(train, valid)`` index split; ``round(n * valid_fraction)`` rows (at least 1) are held out."""
