@@ -30,9 +30,9 @@ import numpy as np
 
 from unigen.adaptation.stage import adapt
 from unigen.evaluation.datasets import SET_DOMAIN, load_dataset, parse_dataset_names
+from unigen.evaluation.evaluate import eval_engine, load_task_model
 from unigen.files import atomic_write_json, atomic_write_text
 from unigen.seeds import derive_seed
-from unigen.tam.model import TaskModel
 
 
 def halves(n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +54,14 @@ def write_texts(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def accuracy(model: TaskModel, texts: list[str], labels: np.ndarray, batch_size: int) -> float:
+def accuracy(model, texts: list[str], labels: np.ndarray, batch_size: int) -> float:
     return float((model.predict_proba(texts, batch_size=batch_size).argmax(1) == labels).mean())
+
+
+def engine_model(folder: str | Path):
+    """A task model with the evaluation engine (``evaluate.engine=auto``: bf16 autocast on a native-bf16
+    CPU, as the main job evaluates)."""
+    return load_task_model(str(folder), eval_engine("auto", "auto", "transformer"))
 
 
 class Runner:
@@ -64,7 +70,7 @@ class Runner:
         self.out = Path(args.out)
         self.records_path = self.out / "records.json"
         self.records = json.loads(self.records_path.read_text()) if self.records_path.is_file() else {}
-        self.base = TaskModel.from_pretrained(args.model)
+        self.base = None  # loaded when first needed (not when --unadapted-probs answers)
 
     def save(self) -> None:
         atomic_write_json(self.records_path, self.records)
@@ -97,7 +103,7 @@ class Runner:
             )
             seconds = time.perf_counter() - tic
             record = json.loads((folder / "unigen_tam.json").read_text())["training"]["adaptation"]
-            model = TaskModel.from_pretrained(folder)
+            model = engine_model(folder)
             eval_texts = [texts[i] for i in eval_idx]
             return {
                 "set": name,
@@ -112,15 +118,21 @@ class Runner:
 
         return self.once(key, compute)
 
-    def unadapted(self, key: str, texts: list[str], eval_idx: np.ndarray, labels: np.ndarray) -> dict:
-        return self.once(
-            key,
-            lambda: {
-                "unadapted": accuracy(
-                    self.base, [texts[i] for i in eval_idx], labels[eval_idx], self.args.batch_size
-                )
-            },
-        )
+    def unadapted(self, key: str, name: str, texts: list[str], eval_idx: np.ndarray, labels: np.ndarray
+                  ) -> dict:
+        def compute() -> dict:
+            if self.args.unadapted_probs:  # experiments/full_eval.py's saved probabilities of every text
+                probs = np.load(f"{self.args.unadapted_probs}.{name}.npy")
+                if len(probs) != len(texts):
+                    raise SystemExit(f"{self.args.unadapted_probs}.{name}.npy: {len(probs)} rows, the set "
+                                     f"has {len(texts)}")
+                return {"unadapted": float((probs[eval_idx].argmax(1) == labels[eval_idx]).mean()),
+                        "from": f"{self.args.unadapted_probs}.{name}.npy"}
+            self.base = self.base or engine_model(self.args.model)
+            return {"unadapted": accuracy(self.base, [texts[i] for i in eval_idx], labels[eval_idx],
+                                          self.args.batch_size)}
+
+        return self.once(key, compute)
 
     def run_set(self, name: str) -> None:
         ds = load_dataset(name)
@@ -129,7 +141,7 @@ class Runner:
         for fold, (adapt_half, eval_half) in (("AB", (a, b)), ("BA", (b, a))):
             adapt_idx = capped(adapt_half, self.args.half_limit, name, f"adapt-{fold}")
             eval_idx = np.sort(capped(eval_half, self.args.eval_limit, name, f"eval-{fold}"))
-            self.unadapted(f"{name}-{fold}-unadapted", texts, eval_idx, labels)
+            self.unadapted(f"{name}-{fold}-unadapted", name, texts, eval_idx, labels)
             self.adapt_and_score(f"{name}-{fold}", name, texts, adapt_idx, eval_idx, labels)
 
     def run_curve(self, spec: str) -> None:
@@ -139,7 +151,7 @@ class Runner:
         a, b = halves(len(texts), name)
         order = capped(a, None, name, "curve")
         eval_idx = np.sort(capped(b, self.args.eval_limit, name, "eval-AB"))
-        self.unadapted(f"{name}-AB-unadapted", texts, eval_idx, labels)
+        self.unadapted(f"{name}-AB-unadapted", name, texts, eval_idx, labels)
         for n in (int(s) for s in sizes.split(",")):
             self.adapt_and_score(f"curve-{name}-{n}", name, texts, np.sort(order[:n]), eval_idx, labels)
 
@@ -248,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--report", default=None)
+    p.add_argument("--unadapted-probs", default=None, help="OUT_PREFIX of experiments/full_eval.py run on "
+                   "MODEL: the unadapted accuracy from its saved probabilities instead of a second pass")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     sets = [s for s in parse_dataset_names(args.sets) if s in SET_DOMAIN]

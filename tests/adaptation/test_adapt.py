@@ -406,3 +406,52 @@ def test_an_adapted_model_has_its_own_evaluation_key(base_model, texts_file, tmp
     out = adapt_stage(config, base_model, texts_file, path=tmp_path / "a", progress=False)
     assert identity_of(str(out), config) == identity_of(str(out / "model"), config) == {
         "adapt": Stage.load(out, "adapt").fingerprint}
+
+
+def test_the_protocol_reads_the_unadapted_accuracy_from_saved_probabilities(tmp_path, monkeypatch):
+    """``--unadapted-probs``: full_eval's saved probabilities answer (no model is loaded); a file of the
+    wrong length is an error."""
+    import argparse
+
+    from test_scripts import load_script
+
+    protocol = load_script("adapt_protocol")
+    labels = np.array([0, 1, 1, 0, 1])
+    np.save(tmp_path / "p.sst2.npy", np.eye(2)[[0, 1, 0, 0, 1]].astype(np.float32))
+    args = argparse.Namespace(out=str(tmp_path / "out"), unadapted_probs=str(tmp_path / "p"), batch_size=8,
+                              model="not a model")
+    runner = protocol.Runner(args)
+    got = runner.unadapted("sst2-AB-unadapted", "sst2", ["t"] * 5, np.array([1, 2, 3]), labels)
+    assert got["unadapted"] == pytest.approx(2 / 3) and runner.base is None
+    with pytest.raises(SystemExit, match="5 rows, the set has 6"):
+        runner.unadapted("sst2-BA-unadapted", "sst2", ["t"] * 6, np.array([0]), np.zeros(6, dtype=int))
+
+
+@pytest.mark.parametrize("architecture", ["transformer", "lstm"])
+def test_the_stage_predicts_under_bf16_autocast_where_native(architecture, base_model, bert_dir, monkeypatch):
+    """model_logits autocasts a transformer (never the LSTM) to bf16 only where the device computes it
+    natively; the logits stay close to float32's."""
+    import torch
+
+    from unigen.adaptation import stage as adapt_module
+    from unigen.tam.model import TaskModel
+
+    if architecture == "lstm":
+        model = TaskModel.from_pretrained(base_model)
+    else:
+        model = TaskModel.build(str(bert_dir), LABELS, max_length=16, projection_dim=16, seed=0)
+    texts = [f"text number {i} was good" if i % 2 else f"text {i} was awful" for i in range(12)]
+    seen = []
+    real = model.logits
+
+    def spy(chunk, **kw):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(chunk, **kw)
+
+    monkeypatch.setattr(model, "logits", spy)
+    got = {}
+    for native in (False, True):
+        monkeypatch.setattr(adapt_module, "native_bf16", lambda device, native=native: native)
+        got[native] = adapt_module.model_logits(model, texts, 4, False, "x")
+    assert seen == [False, architecture == "transformer"]
+    assert np.abs(got[True] - got[False]).max() < 0.1

@@ -46,6 +46,7 @@ from unigen.console import progress_bar, warn
 from unigen.errors import DataError, ModelNotAvailable
 from unigen.files import atomic_write_json, sha256_file
 from unigen.lock import workdir_lock
+from unigen.registry import native_bf16
 from unigen.seeds import derive_seed
 from unigen.stages import MANIFEST, STAGES, Stage, iter_stage_rows, open_stage
 from unigen.tam.model import CONFIG_NAME, TaskModel
@@ -168,9 +169,16 @@ def adapt_settings(cfg: UniGenConfig, labeler: str | None, text_field: str | Non
 
 def model_logits(model: TaskModel, texts: list[str], batch_size: int, progress: bool, desc: str
                  ) -> np.ndarray:
-    """The task model's logits of every text, in chunks behind a progress bar (rate and ETA)."""
+    """The task model's logits of every text, in chunks behind a progress bar (rate and ETA).
+
+    A transformer runs under bfloat16 autocast where its device computes bf16 natively, as evaluation does
+    (``evaluate.engine=auto``; on the default MPNet-base the float32 label on 99.9% of 2,100 real test
+    texts at 2.9x the texts/s, results/serving.md): the stage's passes over the user's texts are most of
+    its time."""
     out = np.zeros((len(texts), len(model.labels)), dtype=np.float64)
-    with progress_bar(len(texts), desc, progress, unit="text", leave=False) as bar:
+    bf16 = model.spec.architecture != "lstm" and native_bf16(model.device.type)
+    with progress_bar(len(texts), desc, progress, unit="text", leave=False) as bar, \
+            torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(texts), PREDICT_CHUNK):
             chunk = texts[start:start + PREDICT_CHUNK]
             out[start:start + len(chunk)] = model.logits(chunk, batch_size=batch_size)
