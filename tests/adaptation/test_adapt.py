@@ -396,6 +396,15 @@ def test_the_two_fold_protocol_runs_and_resumes(base_model, tiny_lm_dir, tmp_pat
         assert all(set(json.loads(line)) == {"text"} for line in f.read_text().splitlines())
     monkeypatch.setattr(protocol, "adapt", lambda *a, **k: pytest.fail("measured again"))
     assert protocol.main(args) == 0
+    # every prior's threshold move, from the stages' kept LM scores and saved model probabilities
+    rng = np.random.default_rng(0)
+    for name in ("sst2", "imdb"):
+        np.save(tmp_path / f"p.{name}.npy", rng.dirichlet([1, 1], 60).astype(np.float32))
+    priors = load_script("adapt_priors")
+    assert priors.main([str(base_model), str(tmp_path / "out"), str(tmp_path / "p"),
+                        "--report", str(tmp_path / "priors.md")]) == 0
+    table = (tmp_path / "priors.md").read_text()
+    assert "| sst2 |" in table and "| imdb |" in table and "oracle" in table and "**mean**" in table
 
 
 def test_an_adapted_model_has_its_own_evaluation_key(base_model, texts_file, tmp_path):

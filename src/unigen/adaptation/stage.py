@@ -104,7 +104,7 @@ def read_texts(path: str | Path, *, text_field: str | None = None, min_texts: in
     return texts, info
 
 
-def _record(model_dir: Path) -> dict[str, Any]:
+def model_record(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
 
 
@@ -114,7 +114,14 @@ def labeler_of(cfg: UniGenConfig, record: dict[str, Any]) -> str:
     return cfg.adapt.labeler or data.get("generator") or cfg.generator
 
 
-def _source_prior(record: dict[str, Any], labels: tuple[str, ...]) -> np.ndarray:
+def relabel_temperature(cfg: UniGenConfig, record: dict[str, Any]) -> float:
+    """The temperature of the LM's calibrated probabilities the model was trained on (its training
+    record), else ``relabel.temperature``."""
+    data = (record.get("training") or {}).get("data") or {}
+    return float((data.get("relabel") or {}).get("temperature") or cfg.relabel.temperature)
+
+
+def source_prior(record: dict[str, Any], labels: tuple[str, ...]) -> np.ndarray:
     """The class shares of the model's synthetic training rows (uniform when not recorded)."""
     kept = ((record.get("training") or {}).get("data") or {}).get("kept_per_label") or {}
     counts = np.array([float(kept.get(lab, 0)) for lab in labels])
@@ -126,7 +133,7 @@ def synthetic_rows(model_dir: Path, num_labels: int) -> tuple[tuple[list[str], n
     """The model's synthetic training rows, from its provenance: an adapted model's record, its train
     stage's upstream weight folder, or the JSONL file it was trained on; ``(None, why)`` when none is
     found."""
-    training = _record(model_dir).get("training") or {}
+    training = model_record(model_dir).get("training") or {}
     candidates: list[Path] = []
     if (earlier := (training.get("adaptation") or {}).get("synthetic_from")):
         candidates.append(Path(earlier))
@@ -290,7 +297,7 @@ def _finished_round(stage: Stage, r: int) -> tuple[TaskModel, dict] | None:
         model = TaskModel.from_pretrained(folder)
     except ModelNotAvailable:
         return None
-    return model, _record(folder)["training"]["round"]
+    return model, model_record(folder)["training"]["round"]
 
 
 # ---------------------------------------------------------------- the stage
@@ -305,15 +312,14 @@ def adapt_stage(cfg: UniGenConfig, model: str | Path, texts_path: str | Path, *,
     """
     model_dir = task_model_folder(model)
     TaskModel.from_pretrained(model_dir)  # a one-line error now for a damaged folder, before the texts
-    record = _record(model_dir)
+    record = model_record(model_dir)
     labels = tuple(record.get("labels") or ())
     if labels != tuple(cfg.labels):
         raise ModelNotAvailable(f"{model_dir}: the model's labels {', '.join(labels)} differ from the "
                                 f"configuration's {', '.join(cfg.labels)}; set labels to match")
     texts, info = read_texts(texts_path, text_field=text_field, min_texts=cfg.adapt.min_texts)
     labeler = labeler_of(cfg, record)
-    tau = float((((record.get("training") or {}).get("data") or {}).get("relabel") or {}).get("temperature")
-                or cfg.relabel.temperature)
+    tau = relabel_temperature(cfg, record)
     upstream = {"model": sha256_file(model_dir / CONFIG_NAME)[:12], "texts": info["sha256"][:12]}
     stage = open_stage("adapt", adapt_settings(cfg, labeler, text_field, tau),
                        workdir=workdir, path=path, upstream=upstream, seed=cfg.seed)
@@ -332,7 +338,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     logits = model_logits(task, texts, a.batch_size, progress, "adapt: task model")
     before = hard_share(logits)
     prior = estimate_prior(a.prior, model_logits=logits, lm_probs=lm[1], lm_index=lm[0],
-                           source_prior=_source_prior(record, cfg.labels), em_temperature=a.em_temperature,
+                           source_prior=source_prior(record, cfg.labels), em_temperature=a.em_temperature,
                            em_iterations=a.em_iterations)
     rounds: list[dict[str, Any]] = []
     synthetic_from = ""
