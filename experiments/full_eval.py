@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from unigen.evaluation.datasets import SET_DOMAIN, load_dataset
-from unigen.evaluation.evaluate import _architecture, accuracy, eval_engine, load_task_model, macro_f1
+from unigen.evaluation.evaluate import accuracy, eval_engine, load_task_model, macro_f1
+from unigen.inference import model_architecture
 
 
 def cpu_name() -> str:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     out_json = Path(f"{args.out}.json")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     record = json.loads(out_json.read_text()) if out_json.is_file() else {"sets": {}}
-    engine = eval_engine(args.engine, "auto", _architecture(args.model))
+    engine = eval_engine(args.engine, "auto", model_architecture(args.model))
     model = load_task_model(args.model, engine)
     record.update(model=str(args.model), engine=engine, cpu=cpu_name())
     for name in args.sets.split(","):

@@ -22,6 +22,7 @@ _LAZY = {
     "adapt": "unigen.adaptation.stage",
     "TaskModel": "unigen.tam.model",
     "OnnxTaskModel": "unigen.export.onnx_model",
+    "load_model": "unigen.inference",
     "load_dataset": "unigen.evaluation.datasets",
     "evaluate_classifier": "unigen.evaluation.evaluate",
 }

@@ -245,6 +245,7 @@ def test_the_embedded_minilm_exports_exactly(tmp_path):
 
 
 def test_evaluation_engines_give_the_same_probabilities(trained, monkeypatch):
+    import unigen.tam.autocast as autocast_mod
     from unigen.evaluation import evaluate
     from unigen.evaluation.evaluate import AutocastModel, TaskModelClassifier, eval_engine, load_task_model
 
@@ -263,11 +264,11 @@ def test_evaluation_engines_give_the_same_probabilities(trained, monkeypatch):
     with pytest.raises(ValueError, match="engine must be one of"):
         load_task_model(folder, "auto")
     architecture = "lstm" if kind == "lstm" else "transformer"
-    assert evaluate._architecture(folder) == architecture
+    assert evaluate.model_architecture(folder) == architecture
     for native, want in ((False, "onnx"), (True, "onnx" if kind == "lstm" else "pytorch-bf16")):
-        monkeypatch.setattr(evaluate, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(autocast_mod, "native_bf16", lambda device, native=native: native)
         assert eval_engine("auto", "cpu", architecture) == want
     assert eval_engine("pytorch", "cpu", architecture) == "pytorch"
     monkeypatch.setattr(evaluate, "find_spec", lambda name: None)  # no onnxruntime installed
-    monkeypatch.setattr(evaluate, "native_bf16", lambda device: False)
+    monkeypatch.setattr(autocast_mod, "native_bf16", lambda device: False)
     assert eval_engine("auto", "cpu", architecture) == "pytorch"

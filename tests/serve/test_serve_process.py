@@ -57,10 +57,12 @@ def test_a_port_in_use_is_one_line_before_serving(folders):
     (["--port", "70000"], "argument --port: 70000 is not a port number"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
     (["--device", "foo"], "--device foo"),
+    (["--precision", "bf16"], "--precision bf16: {model} is an ONNX export, which runs in float32 only"),
+    (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
 ])
 def test_bad_start_up_arguments_are_one_line(folders, args, message):
     err = one_line(serve(str(folders[1]["onnx"]), "--port", "0", *args))
-    assert message in err, err
+    assert message.format(model=folders[1]["onnx"]) in err, err
 
 
 def _vm_hwm_kib(pid: int) -> int:

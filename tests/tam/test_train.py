@@ -347,11 +347,13 @@ def test_length_grouped_order_is_a_permutation_of_sorted_batches():
 
 def test_precision_auto_is_bf16_for_transformers_on_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train_mod, "native_bf16", lambda device: True)
+    import unigen.tam.autocast as autocast_mod
+
+    monkeypatch.setattr(autocast_mod, "native_bf16", lambda device: True)
     assert train_mod.training_autocast(TrainConfig(tam="mpnet-base"), cpu)
     assert not train_mod.training_autocast(TrainConfig(tam="lstm"), cpu)
     assert not train_mod.training_autocast(TrainConfig(tam="mpnet-base", precision="fp32"), cpu)
-    monkeypatch.setattr(train_mod, "native_bf16", lambda device: False)
+    monkeypatch.setattr(autocast_mod, "native_bf16", lambda device: False)
     assert not train_mod.training_autocast(TrainConfig(tam="mpnet-base"), cpu)
     assert train_mod.training_autocast(TrainConfig(tam="mpnet-base", precision="bf16"), cpu)
     with pytest.raises(ValueError, match="train.precision"):

@@ -16,8 +16,9 @@ import importlib.util
 import json
 import socket
 
-from unigen.cli.train import positive_int
+from unigen.cli.train import PRECISION_HELP, positive_int
 from unigen.errors import UniGenError
+from unigen.inference import PRECISIONS
 
 
 def _need(*modules: str, extra: str) -> None:
@@ -105,6 +106,7 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=positive_int, default=None,
                    help="characters per text (default 5000)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (PyTorch models)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=run_serve)
     return p
 
@@ -151,14 +153,14 @@ def run_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UniGenError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    loaded = load_model(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device, precision=args.precision)
     app = create_app(loaded, max_texts=args.max_texts or DEFAULT_MAX_TEXTS,
                      max_chars=args.max_chars or DEFAULT_MAX_CHARS)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port,
                                            log_level="warning" if args.quiet else "info"))
-    print(f"serving {loaded.backend} model {args.model} on http://{args.host}:{port}/ "
+    print(f"serving {loaded.backend} model {args.model} ({loaded.numerics}) on http://{args.host}:{port}/ "
           f"(API docs: /docs)", flush=True)
     try:
         server.run(sockets=[sock])

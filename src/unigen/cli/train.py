@@ -34,13 +34,18 @@ from unigen.cli.common import (
 from unigen.console import warn
 from unigen.errors import UniGenError
 from unigen.files import check_unicode
-from unigen.inference import check_device, is_onnx, load_model
+from unigen.inference import PRECISIONS, check_device, is_onnx, load_model, model_precision
 from unigen.predictions import RowWriter, output_format, predict_rows
 from unigen.stages import STAGES
 from unigen.textfiles import FORMATS, STDIN, TextFile, TextRow, count_rows, open_texts
 
 #: seconds before ``unigen predict`` shows its progress bar (short inputs show none)
 PROGRESS_DELAY = 1.0
+
+#: ``--precision`` of ``unigen predict`` and ``unigen serve``
+PRECISION_HELP = ("auto (default): bf16 autocast for a PyTorch transformer on a CPU or GPU with native bf16 "
+                  "(MPNet-base: the float32 label on 99.9%% of 2,100 real test texts at 2.9x the speed), "
+                  "else fp32 | fp32 | bf16 (transformers only; slower where bf16 is emulated)")
 
 _DATA_HELP = (
     "the previous stage's folder ({stage}/<fingerprint>, as `unigen run` writes it), or a JSONL file of "
@@ -151,6 +156,7 @@ def add_predict(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "first line is a JSON object, else text)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="texts per forward pass (default 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (PyTorch models)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: --input or stdin)")
     p.set_defaults(func=run_predict)
     return p
@@ -187,6 +193,7 @@ def _check_predict_args(args: argparse.Namespace) -> None:
         args.device = "cpu"
     else:
         args.device = check_device(args.device)
+    args.precision = model_precision(args.model, args.precision, args.device)
 
 
 def _open_input(args: argparse.Namespace) -> TextFile:
@@ -214,7 +221,7 @@ def run_predict(args: argparse.Namespace) -> int:
     _check_predict_args(args)
     source = _open_input(args)
     with source:
-        loaded = load_model(args.model, device=args.device)
+        loaded = load_model(args.model, device=args.device, precision=args.precision)
         total = count_rows(args.input, args.input_format) if args.input not in (None, "-") else None
         show = progress(args) and args.input is not None
         tic = time.perf_counter()
@@ -266,4 +273,4 @@ def _report(args: argparse.Namespace, source: TextFile, loaded: Any, writer: Row
     rate = f" ({writer.rows / seconds:,.0f} texts/s)" if seconds > 0 and writer.rows else ""
     empty = f" ({writer.empty:,} empty: no label)" if writer.empty else ""
     print(f"unigen: predicted {writer.rows:,} text(s){empty} with the {loaded.backend} model {args.model} "
-          f"in {seconds:.1f} s{rate}{where}", file=sys.stderr)
+          f"({loaded.numerics}) in {seconds:.1f} s{rate}{where}", file=sys.stderr)

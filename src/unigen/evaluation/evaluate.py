@@ -23,7 +23,8 @@ from unigen.config import UniGenConfig
 from unigen.config.schema import EVAL_ENGINES
 from unigen.errors import ModelNotAvailable
 from unigen.evaluation.datasets import Dataset, load_dataset, parse_dataset_names
-from unigen.registry import native_bf16
+from unigen.inference import model_architecture
+from unigen.tam.autocast import AutocastModel, bf16_by_default
 
 
 class Classifier(Protocol):
@@ -115,26 +116,11 @@ def eval_engine(engine: str, device: str, architecture: str = "transformer") -> 
     from unigen.registry import pick_device
 
     device = pick_device(device)
-    if architecture != "lstm" and native_bf16(device):
+    if bf16_by_default(architecture, device):
         return "pytorch-bf16"
     if device != "cpu" or not _onnx_installed():
         return "pytorch"
     return "onnx"
-
-
-class AutocastModel:
-    """A :class:`~unigen.tam.model.TaskModel` whose predictions run under ``torch.autocast`` in bfloat16
-    (matrix products in bf16, accumulation and softmax in float32)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.labels = model.labels
-
-    def predict_proba(self, texts: Any, *, batch_size: int = 64) -> np.ndarray:
-        import torch
-
-        with torch.autocast(self.model.device.type, dtype=torch.bfloat16):
-            return self.model.predict_proba(texts, batch_size=batch_size)
 
 
 def load_task_model(path: str | Path, engine: str, device: str = "auto") -> Any:
@@ -181,25 +167,11 @@ def load_classifier(spec: str, cfg: UniGenConfig, progress: bool = True) -> Clas
         scorer = make_scorer(cfg, generator=lm_name)
         return PromptClassifier(scorer, f"prompt:{lm_name} ({cfg.scoring.rule})", progress)
     if Path(spec).is_dir():
-        engine = eval_engine(cfg.evaluate.engine, cfg.device, _architecture(spec))
+        engine = eval_engine(cfg.evaluate.engine, cfg.device, model_architecture(spec))
         return TaskModelClassifier(load_task_model(spec, engine, cfg.device), spec, cfg.evaluate.batch_size,
                                    engine)
     raise ModelNotAvailable(f"unknown model '{spec}': not vader, prompt:<lm name or path>, or an existing "
                             "task-model folder")
-
-
-def _architecture(path: str | Path) -> str:
-    """``lstm`` or ``transformer``, from a task-model (or train stage) folder's ``unigen_tam.json``."""
-    import json
-
-    path = Path(path)
-    record = path / "unigen_tam.json"
-    if not record.is_file():
-        record = path / "model" / "unigen_tam.json"  # a train stage folder
-    try:
-        return str(json.loads(record.read_text(encoding="utf-8")).get("architecture", "transformer"))
-    except (OSError, ValueError, AttributeError):
-        return "transformer"  # TaskModel.from_pretrained reports what is wrong with the folder
 
 
 # ---------------------------------------------------------------- evaluation

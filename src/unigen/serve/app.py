@@ -8,7 +8,8 @@ Endpoints::
                     -> {"predictions": [{"text", "label", "probabilities": {label: p}}], "model": backend}
     GET  /health    {"status": "ok", "backend", "labels"}
     GET  /model     what the model is: labels, backend, architecture, encoder, token limit, quantization,
-                    parameters, the request limits, and the model card as JSON (front matter + sections)
+                    parameters, precision (fp32 | bf16: bfloat16 autocast), the request limits, and the model
+                    card as JSON (front matter + sections)
     GET  /docs      OpenAPI documentation: Swagger UI (and /redoc: ReDoc; /openapi.json: the schema), whose
                     JS and CSS are served from /docs-assets/ out of the ``fastapi-offline`` package (Swagger
                     UI 5, ReDoc 2), so the docs work with no network; without that package, FastAPI's

@@ -56,8 +56,9 @@ from unigen.config import TrainConfig, fingerprint
 from unigen.console import progress_bar
 from unigen.errors import StageError
 from unigen.files import atomic_torch_save, write_jsonl_atomic
-from unigen.registry import native_bf16, pick_device
+from unigen.registry import pick_device
 from unigen.seeds import epoch_seed, split_rng
+from unigen.tam.autocast import bf16_by_default
 from unigen.tam.losses import soft_cross_entropy, supervised_contrastive_loss
 from unigen.tam.lstm import Vectors
 from unigen.tam.memory import MemoryBank, gate_mask, make_momentum_copy, momentum_update
@@ -77,7 +78,7 @@ def training_autocast(config: TrainConfig, device: torch.device) -> bool:
     """Whether the forward passes run under bf16 autocast (``train.precision``; ``auto``: a transformer
     on a device with native bf16)."""
     if config.precision == "auto":
-        return config.tam != "lstm" and native_bf16(str(device))
+        return bf16_by_default(config.tam, str(device))
     return config.precision == "bf16"
 
 
