@@ -443,6 +443,7 @@ def test_the_stage_predicts_under_bf16_autocast_where_native(architecture, base_
     import torch
 
     from unigen.adaptation import stage as adapt_module
+    from unigen.tam import autocast
     from unigen.tam.model import TaskModel
 
     if architecture == "lstm":
@@ -460,7 +461,7 @@ def test_the_stage_predicts_under_bf16_autocast_where_native(architecture, base_
     monkeypatch.setattr(model, "logits", spy)
     got = {}
     for native in (False, True):
-        monkeypatch.setattr(adapt_module, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(autocast, "native_bf16", lambda device, native=native: native)
         got[native] = adapt_module.model_logits(model, texts, 4, False, "x")
     assert seen == [False, architecture == "transformer"]
     assert np.abs(got[True] - got[False]).max() < 0.1

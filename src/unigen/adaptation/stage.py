@@ -46,9 +46,9 @@ from unigen.console import progress_bar, warn
 from unigen.errors import DataError, ModelNotAvailable
 from unigen.files import atomic_write_json, sha256_file
 from unigen.lock import workdir_lock
-from unigen.registry import native_bf16
 from unigen.seeds import derive_seed
 from unigen.stages import MANIFEST, STAGES, Stage, iter_stage_rows, open_stage
+from unigen.tam import autocast
 from unigen.tam.model import CONFIG_NAME, TaskModel
 from unigen.tam.train import train_task_model
 from unigen.tam.training_data import parse_rows, read_training_rows
@@ -183,7 +183,7 @@ def model_logits(model: TaskModel, texts: list[str], batch_size: int, progress: 
     texts at 2.9x the texts/s, results/serving.md): the stage's passes over the user's texts are most of
     its time."""
     out = np.zeros((len(texts), len(model.labels)), dtype=np.float64)
-    bf16 = model.spec.architecture != "lstm" and native_bf16(model.device.type)
+    bf16 = autocast.bf16_by_default(model.spec.architecture, model.device.type)
     with progress_bar(len(texts), desc, progress, unit="text", leave=False) as bar, \
             torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(texts), PREDICT_CHUNK):
