@@ -13,7 +13,9 @@ of each, a seeded choice; the labels never leave this script) with the teacher's
 targets, plus the teacher's synthetic training rows, and predicts every text of every half B; fold B the
 other way round. Every text of every full set is so predicted by a student that never saw it, and the
 full-set accuracy counts both folds; the teacher's accuracy comes from its saved probabilities of the same
-texts. Settings are the ``adapt`` defaults for ``method=distill`` (or ``--set``), chosen before this run.
+texts. Settings are the ``adapt`` defaults for ``method=distill`` (or ``--set``), chosen before this run;
+``--set adapt.student=teacher [--set adapt.student_layers=N]`` distills the teacher with only N of its layers
+kept, warm-started from its weights, instead of a new MiniLM-L6.
 
 Resumable: each fold's student is saved under ``OUT_DIR/fold-X/model`` (training checkpoints in
 ``fold-X/checkpoints``), each fold's predictions in ``OUT_DIR/fold-X/<set>.npy``.
@@ -50,7 +52,7 @@ def fold_student(cfg, teacher: Path, out: Path, texts: list[str], probs: np.ndar
         return folder
     synthetic, source = synthetic_rows(teacher, probs.shape[1])
     tic = time.perf_counter()
-    result, info = distill_student(cfg, texts, probs, synthetic, workdir=out / "checkpoints")
+    result, info = distill_student(cfg, texts, probs, synthetic, workdir=out / "checkpoints", teacher=teacher)
     info.update(seconds=round(time.perf_counter() - tic, 1), synthetic_from=source)
     record["train"] = info
     result.model.to("cpu").save_pretrained(folder, training={"distill_protocol": info})

@@ -15,17 +15,26 @@ FILLER = ["the", "movie", "food", "phone", "was", "is", "really", "very", "this"
 LABELS = ("negative", "positive")
 
 
-def make_tiny_bert(folder: Path) -> Path:
-    """A 1-layer, 32-wide random BERT with a WordPiece vocabulary, saved like a Hub folder."""
+def make_tiny_bert(folder: Path, layers: int = 1, model_type: str = "bert") -> Path:
+    """A ``layers``-layer (default 1), 32-wide random BERT (``model_type="mpnet"``: MPNet, with the same
+    WordPiece tokenizer) with a WordPiece vocabulary, saved like a Hub folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = SPECIAL + POSITIVE + NEGATIVE + FILLER
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast.from_pretrained(str(folder))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    BertModel(config).save_pretrained(str(folder))
+    if model_type == "mpnet":
+        from transformers import MPNetConfig, MPNetModel
+
+        mpnet = MPNetConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
+                            num_attention_heads=2, intermediate_size=37, max_position_embeddings=66,
+                            pad_token_id=0)
+        MPNetModel(mpnet).save_pretrained(str(folder))
+    else:
+        config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
+                            num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+        BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
 

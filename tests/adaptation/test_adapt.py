@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from unigen.adaptation import stage as adapt_module
 from unigen.adaptation.distill import distill_rows
@@ -19,7 +20,7 @@ from unigen.config import ConfigError, load_config
 from unigen.errors import DataError, ModelNotAvailable
 from unigen.tam.model import TaskModel
 
-from tam_helpers import LABELS, NEGATIVE, POSITIVE, fake_vectors, fit_briefly, sentiment_rows
+from tam_helpers import LABELS, NEGATIVE, POSITIVE, fake_vectors, fit_briefly, make_tiny_bert, sentiment_rows
 
 FRAMES = ["the {s} was {w} .", "i found this {s} {w} !", "so {w} , really {w}", "it is very {w} ."]
 SUBJECTS = ["movie", "food", "phone"]
@@ -69,6 +70,19 @@ def base_model(tmp_path_factory):
     source = write_jsonl(folder / "synthetic.jsonl", rows)
     model = TaskModel.build("lstm", LABELS, texts=[r["text"] for r in rows],
                             vectors=fake_vectors(sentiment=1.0), lstm_hidden=8, projection_dim=16, seed=0)
+    fit_briefly(model, rows, steps=20)
+    return model.save_pretrained(folder / "model",
+                                 training={"rows": len(rows), "seed": 0, "source": str(source)})
+
+
+@pytest.fixture(scope="module")
+def transformer_teacher(tmp_path_factory):
+    """A tiny 4-layer BERT task model, briefly fitted, whose training record names its synthetic rows."""
+    folder = tmp_path_factory.mktemp("adapt-teacher")
+    rows = sentiment_rows(48)
+    source = write_jsonl(folder / "synthetic.jsonl", rows)
+    encoder = make_tiny_bert(folder / "encoder", layers=4)
+    model = TaskModel.build(str(encoder), LABELS, max_length=16, projection_dim=16, seed=0)
     fit_briefly(model, rows, steps=20)
     return model.save_pretrained(folder / "model",
                                  training={"rows": len(rows), "seed": 0, "source": str(source)})
@@ -162,6 +176,17 @@ def test_settings_are_checked():
         load_config(None, ["adapt.targets=fuzzy"])
     assert load_config(None, ["adapt.method=distill"]).adapt.resolved_targets() == "soft"
     assert load_config(None, []).adapt.resolved_targets() == "hard"
+    with pytest.raises(ConfigError, match="adapt.student_layers must be at least 1"):
+        load_config(None, ["adapt.student_layers=0"])
+    assert load_config(None, ["adapt.student=teacher", "adapt.student_layers=3"]).adapt.student_layers == 3
+
+
+def test_the_new_student_setting_leaves_default_fingerprints_alone():
+    from unigen.config import fingerprint_dict
+
+    default = fingerprint_dict(load_config(None, []).adapt)
+    assert "student_layers" not in default and default["student"] == "minilm-l6"
+    assert fingerprint_dict(load_config(None, ["adapt.student_layers=4"]).adapt)["student_layers"] == 4
 
 
 # ---------------------------------------------------------------- the stage
@@ -240,6 +265,69 @@ def test_distill_trains_a_new_student_on_the_teachers_probabilities(base_model, 
     assert not (out / "student").exists()  # the checkpoints are removed
     assert "distilled student" in (out / "model" / "README.md").read_text()
     assert student.predict("so good , really good") in LABELS
+
+
+def test_the_teacher_with_layers_dropped_is_the_student(transformer_teacher, texts_file, tmp_path):
+    """adapt.student=teacher: the student keeps 2 of the teacher's 4 layers, starts from its weights (with
+    a learning rate too small to move them, it is still the teacher's layers; only the final threshold
+    move is added to its bias, not the teacher's offset as well), and the record and card say so."""
+    config = cfg("adapt.method=distill", "adapt.student=teacher", "adapt.student_layers=2",
+                 "adapt.prior=balanced", "adapt.epochs=1", "adapt.lr=1e-12")
+    out = adapt_stage(config, transformer_teacher, texts_file, path=tmp_path / "d", progress=False,
+                      scorer=WordScorer(fail=True))  # prior balanced: no LM
+    student = TaskModel.from_pretrained(out / "model")
+    teacher = TaskModel.from_pretrained(transformer_teacher)
+    assert (student.num_layers, teacher.num_layers) == (2, 4) and student.spec.encoder == teacher.spec.encoder
+    a = json.loads((out / "model" / "unigen_tam.json").read_text())["training"]["adaptation"]
+    s = a["student"]
+    assert s["from_teacher"]
+    assert (s["student_layers"], s["teacher_layers"], s["kept_layers"]) == (2, 4, [0, 3])
+    assert s["encoder"] == teacher.spec.encoder and a["settings"]["student"] == "teacher"
+    assert a["settings"]["student_layers"] == 2
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for key, value in s_state.items():
+        source = key.replace("encoder.layer.1.", "encoder.layer.3.")
+        if key == "classifier.1.bias":
+            value = value - torch.tensor(a["logit_offset"], dtype=value.dtype)
+        torch.testing.assert_close(value, t_state[source], rtol=0, atol=1e-6, msg=key)
+    assert any(abs(x) > 1e-3 for x in s["teacher_offset"])  # an offset that would show if double-counted
+    card = (out / "model" / "README.md").read_text()
+    assert "the teacher's encoder" in card and "with 2 of its 4 layers (0, 3), warm-started" in card
+
+
+def test_the_teacher_student_keeps_all_layers_and_learns(transformer_teacher, texts_file, tmp_path):
+    """With every layer kept the student starts as the teacher (equal logits) and training moves it."""
+    from unigen.adaptation.distill import distill_student, student_init
+
+    config = cfg("adapt.method=distill", "adapt.student=teacher", "adapt.student_layers=4",
+                 "adapt.prior=none", "adapt.epochs=1", "adapt.synthetic_ratio=0")
+    teacher = TaskModel.from_pretrained(transformer_teacher)
+    texts = [r["text"] for r in domain_rows()]
+    np.testing.assert_allclose(student_init(config, transformer_teacher).logits(texts), teacher.logits(texts),
+                               rtol=0, atol=1e-5)
+    probs = softmax(teacher.logits(texts).astype(np.float64))
+    result, info = distill_student(config, texts, probs, None, workdir=None, progress=False,
+                                   teacher=transformer_teacher)
+    assert result.model.num_layers == 4 and info["kept_layers"] == [0, 1, 2, 3]
+    assert not np.allclose(result.model.to("cpu").logits(texts), teacher.logits(texts), atol=1e-4)
+    with pytest.raises(ValueError, match="give the teacher model"):
+        distill_student(config, texts, probs, None, workdir=None, progress=False)
+
+
+def test_the_teacher_student_needs_a_transformer_teacher_with_enough_layers(base_model, transformer_teacher,
+                                                                           texts_file, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="adapt.student=teacher .* is an LSTM"):
+        adapt_stage(cfg("adapt.method=distill", "adapt.student=teacher", "adapt.prior=none"), base_model,
+                    texts_file, path=tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="adapt.student_layers=6, but the teacher .* has 4 layers"):
+        adapt_stage(cfg("adapt.method=distill", "adapt.student=teacher", "adapt.prior=none"),
+                    transformer_teacher, texts_file, path=tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any work
+    args = ["adapt", "--model", str(base_model), "--texts", str(texts_file), "--output", str(tmp_path / "c"),
+            "--quiet", "--set", "adapt.method=distill", "--set", "adapt.student=teacher"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is an LSTM" in err[0]
 
 
 def test_labels_in_the_file_are_ignored(base_model, tmp_path):
@@ -370,6 +458,19 @@ def test_the_command_distills_a_student_and_says_so(base_model, texts_file, bert
     out = capsys.readouterr().out
     assert "method: distill" in out and f"student: {bert_dir}, trained on 80 of the texts" in out
     assert TaskModel.from_pretrained(tmp_path / "d").spec.architecture != "lstm"
+
+
+def test_the_command_names_the_teacher_made_student(transformer_teacher, texts_file, tmp_path, capsys):
+    args = ["adapt", "--model", str(transformer_teacher), "--texts", str(texts_file), "--output",
+            str(tmp_path / "d"), "--quiet",
+            *(x for s in (*TINY, "adapt.method=distill", "adapt.student=teacher", "adapt.student_layers=3",
+                          "adapt.prior=none", "adapt.epochs=1") for x in ("--set", s))]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "student: the teacher's encoder (" in out
+    assert "with 3 of its 4 layers (0, 2, 3), warm-started from its weights, trained on 80 of the texts" \
+        in out
+    assert TaskModel.from_pretrained(tmp_path / "d").num_layers == 3
 
 
 def test_the_two_fold_protocol_runs_and_resumes(base_model, tiny_lm_dir, tmp_path, monkeypatch):

@@ -19,6 +19,14 @@ plus ``round(synthetic_ratio * n)`` of the teacher's synthetic training rows wit
 (:func:`unigen.adaptation.pseudo_labels.mix_rows`). The student is a new model of ``adapt.student``
 trained with the usual loop (soft-label CE, ``adapt.scl_weight`` for the contrastive term; the best epoch
 on a held-out share of these rows, scored against the teacher's labels, so no human label anywhere).
+
+``adapt.student=teacher``: the student is the teacher itself with ``adapt.student_layers`` of its ``L``
+transformer layers kept, evenly spaced with the last included
+(:meth:`unigen.tam.model.TaskModel.with_layers`), warm-started from the teacher's weights (embeddings,
+kept layers, pooling, projection and classifier heads), as DistilBERT was initialised from every other
+layer of its teacher: half the layers should give about twice the texts/s, and it starts close to the
+teacher (neither measured yet). The copy is made from the teacher's own weights: the threshold move
+``delta`` is only in the targets, never in the student's initial classifier bias.
 """
 
 from __future__ import annotations
@@ -30,11 +38,15 @@ from typing import Any
 import numpy as np
 
 from unigen.adaptation.pseudo_labels import mix_rows
-from unigen.config import UniGenConfig
+from unigen.config import ConfigError, UniGenConfig
 from unigen.seeds import derive_seed
+from unigen.tam.model import TaskModel, kept_layer_indices
 from unigen.tam.train import TrainResult, train_task_model
 
-__all__ = ["distill_rows", "distill_student", "train_student"]
+__all__ = ["TEACHER", "check_student", "distill_rows", "distill_student", "student_init", "train_student"]
+
+#: ``adapt.student``'s value for the teacher itself with ``adapt.student_layers`` layers kept
+TEACHER = "teacher"
 
 
 def distill_rows(texts: list[str], teacher_probs: np.ndarray, synthetic: tuple[list[str], np.ndarray] | None,
@@ -58,31 +70,74 @@ def distill_rows(texts: list[str], teacher_probs: np.ndarray, synthetic: tuple[l
     return rows, row_targets, info
 
 
-def train_student(cfg: UniGenConfig, rows: list[str], targets: np.ndarray, *, workdir: str | Path | None,
-                  progress: bool = True) -> TrainResult:
-    """A new ``adapt.student`` model trained on ``(rows, targets)`` with ``cfg.train``'s loop (the
-    ``adapt`` section sets epochs, lr, contrastive weight and token limit; None: the student's training
-    defaults). ``workdir`` holds resumable checkpoints."""
+def check_student(cfg: UniGenConfig, teacher: TaskModel) -> None:
+    """A one-line :class:`~unigen.errors.ConfigError` when ``adapt.student=teacher`` cannot be made from
+    ``teacher`` (an LSTM, or fewer layers than ``adapt.student_layers``); nothing otherwise."""
     a = cfg.adapt
-    train_cfg = dataclasses.replace(cfg.train, tam=a.student, epochs=a.epochs, lr=a.lr,
+    if a.method != "distill" or a.student != TEACHER:
+        return
+    if teacher.spec.architecture != "transformer":
+        raise ConfigError("adapt.student=teacher keeps some of a transformer teacher's layers, and this "
+                          "model is an LSTM: name an encoder instead (adapt.student=minilm-l6)")
+    if a.student_layers > (total := int(teacher.num_layers or 0)):
+        raise ConfigError(f"adapt.student_layers={a.student_layers}, but the teacher "
+                          f"({teacher.spec.encoder}) has {total} layers")
+
+
+def student_init(cfg: UniGenConfig, teacher: str | Path | TaskModel | None) -> TaskModel | None:
+    """The student's initial model: None for a new ``adapt.student`` encoder; for ``adapt.student=teacher``
+    the teacher (a model, or its folder) with ``adapt.student_layers`` layers kept
+    (:meth:`~unigen.tam.model.TaskModel.with_layers`), made from the weights as given, on the CPU."""
+    if cfg.adapt.student != TEACHER:
+        return None
+    if teacher is None:
+        raise ValueError("adapt.student=teacher: give the teacher model (teacher=) to build the student from")
+    model = teacher if isinstance(teacher, TaskModel) else TaskModel.from_pretrained(teacher)
+    check_student(dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, method="distill")), model)
+    return model.with_layers(cfg.adapt.student_layers).cpu()
+
+
+def train_student(cfg: UniGenConfig, rows: list[str], targets: np.ndarray, *, workdir: str | Path | None,
+                  progress: bool = True, init_model: TaskModel | None = None) -> TrainResult:
+    """A new ``adapt.student`` model (or, with ``init_model``, a copy of it: :func:`student_init`) trained
+    on ``(rows, targets)`` with ``cfg.train``'s loop (the ``adapt`` section sets epochs, lr, contrastive
+    weight and token limit; None: the student's training defaults). ``workdir`` holds resumable
+    checkpoints."""
+    a = cfg.adapt
+    tam = a.student if init_model is None else init_model.spec.encoder
+    train_cfg = dataclasses.replace(cfg.train, tam=tam, epochs=a.epochs, lr=a.lr,
                                     scl_weight=a.scl_weight, max_length=a.max_length, min_steps=0,
                                     average_from=None)
     return train_task_model((rows, np.asarray(targets, dtype=np.float32), None), train_cfg, cfg.labels,
                             seed=derive_seed(cfg.seed, "distill-student"), workdir=workdir,
-                            progress=progress, device=cfg.device)
+                            progress=progress, device=cfg.device, init_model=init_model)
 
 
 def distill_student(cfg: UniGenConfig, texts: list[str], teacher_probs: np.ndarray,
                     synthetic: tuple[list[str], np.ndarray] | None, *, workdir: str | Path | None,
-                    progress: bool = True) -> tuple[TrainResult, dict[str, Any]]:
+                    progress: bool = True, teacher: str | Path | TaskModel | None = None
+                    ) -> tuple[TrainResult, dict[str, Any]]:
     """:func:`distill_rows` with the ``adapt`` settings, then :func:`train_student`; returns the training
-    result and a record (rows distilled, synthetic rows, the teacher's positive share, best epoch, history,
-    precision)."""
+    result and a record (the student's encoder, rows distilled, synthetic rows, the teacher's positive share,
+    best epoch, history, precision; for ``adapt.student=teacher`` also ``student_layers``,
+    ``teacher_layers`` and ``kept_layers``).
+
+    ``teacher``: the teacher model or its folder, needed only for ``adapt.student=teacher``; give its own
+    weights (not with the threshold move added to its bias: that is in ``teacher_probs`` already)."""
     a = cfg.adapt
+    if a.student == TEACHER and teacher is not None and not isinstance(teacher, TaskModel):
+        teacher = TaskModel.from_pretrained(teacher)
+    init = student_init(cfg, teacher)
     rows, targets, info = distill_rows(texts, teacher_probs, synthetic, max_distill=a.max_distill,
                                        targets=a.resolved_targets(), synthetic_ratio=a.synthetic_ratio,
                                        seed=cfg.seed)
-    result = train_student(cfg, rows, targets, workdir=workdir, progress=progress)
+    result = train_student(cfg, rows, targets, workdir=workdir, progress=progress, init_model=init)
+    if init is None:
+        info = {"encoder": a.student, **info}
+    else:
+        total = int(teacher.num_layers)  # type: ignore[union-attr]  # a TaskModel here
+        info = {"encoder": init.spec.encoder, "from_teacher": True, "student_layers": a.student_layers,
+                "teacher_layers": total, "kept_layers": kept_layer_indices(total, a.student_layers), **info}
     info.update(rows=len(rows), best_epoch=result.best_epoch, history=result.history,
                 precision=result.precision)
     return result, info

@@ -21,7 +21,8 @@ Steps (formulas in :mod:`unigen.adaptation.priors` and :mod:`unigen.adaptation.p
    the most confident per class in ``pi_t``'s proportions, mixed with the model's synthetic training rows,
    and ``adapt.epochs`` of :func:`unigen.tam.train.train_task_model` warm-started from the current model;
    then (``adapt.match_prior``) the offset moved to ``pi_t`` again;
-   ``distill``: a new ``adapt.student`` model trained on the offset model's probabilities for the texts
+   ``distill``: a new ``adapt.student`` model (``teacher``: the model with ``adapt.student_layers`` of its
+   layers kept, warm-started from its weights) trained on the offset model's probabilities for the texts
    (:mod:`unigen.adaptation.distill`; checkpoints in ``student/`` while it runs), then the same offset move;
 5. the offset is added to the classifier's output bias and the model saved with an ``adaptation`` record.
 """
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unigen.adaptation.distill import distill_student
+from unigen.adaptation.distill import check_student, distill_student
 from unigen.adaptation.priors import estimate_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.config import UniGenConfig, fingerprint_dict, load_config
@@ -273,18 +274,24 @@ def _self_train_round(stage: Stage, cfg: UniGenConfig, model: TaskModel, r: int,
     return result.model, info
 
 
-def _distill(stage: Stage, cfg: UniGenConfig, model_dir: Path, texts: list[str], logits: np.ndarray,
-             prior: np.ndarray | None, progress: bool) -> tuple[TaskModel, np.ndarray, dict, str]:
+def _distill(stage: Stage, cfg: UniGenConfig, model_dir: Path, teacher: TaskModel, texts: list[str],
+             logits: np.ndarray, prior: np.ndarray | None, progress: bool
+             ) -> tuple[TaskModel, np.ndarray, dict, str]:
     """``distill``: the student trained on the threshold-moved teacher's probabilities; returns the
-    student, its logits on the texts, a record and where the synthetic rows came from."""
+    student, its logits on the texts, a record and where the synthetic rows came from.
+
+    ``teacher`` is the model as loaded (``logits`` are its logits): the offset ``delta`` enters the targets
+    only, so a student made from the teacher's layers (``adapt.student=teacher``) starts from its own,
+    un-moved weights, and the stage's final threshold move is computed on the student's logits."""
     a = cfg.adapt
     delta = logit_offset(logits, prior) if prior is not None else np.zeros(logits.shape[1])
     synthetic, synthetic_from = synthetic_rows(model_dir, len(cfg.labels)) if a.synthetic_ratio > 0 \
         else (None, "")
     result, info = distill_student(cfg, texts, softmax(logits + delta), synthetic,
-                                   workdir=stage.path / STUDENT_DIR / "checkpoints", progress=progress)
+                                   workdir=stage.path / STUDENT_DIR / "checkpoints", progress=progress,
+                                   teacher=teacher)
     student = result.model.to("cpu")
-    info.update(encoder=a.student, teacher_offset=np.round(delta, 6).tolist())
+    info.update(teacher_offset=np.round(delta, 6).tolist())
     logits = model_logits(student, texts, a.batch_size, progress, "adapt: student")
     return student, logits, info, synthetic_from
 
@@ -311,7 +318,7 @@ def adapt_stage(cfg: UniGenConfig, model: str | Path, texts_path: str | Path, *,
     ``scorer``: the LM scorer (default: built from the labeler; tests pass a fake).
     """
     model_dir = task_model_folder(model)
-    TaskModel.from_pretrained(model_dir)  # a one-line error now for a damaged folder, before the texts
+    check_student(cfg, TaskModel.from_pretrained(model_dir))  # one-line errors now, before the texts
     record = model_record(model_dir)
     labels = tuple(record.get("labels") or ())
     if labels != tuple(cfg.labels):
@@ -359,8 +366,8 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
             logits = model_logits(task, texts, a.batch_size, progress, f"adapt: round {r} model")
     distilled: dict[str, Any] | None = None
     if a.method == "distill":
-        task, logits, distilled, synthetic_from = _distill(stage, cfg, model_dir, texts, logits, prior,
-                                                             progress)
+        task, logits, distilled, synthetic_from = _distill(stage, cfg, model_dir, task, texts, logits,
+                                                             prior, progress)
     delta = np.zeros(len(cfg.labels))
     if prior is not None and (a.method == "prior" or a.match_prior):
         delta = logit_offset(logits, prior)

@@ -47,6 +47,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_adapt(args: argparse.Namespace) -> int:
     from unigen.adaptation.stage import MODEL_DIR, adapt_stage, default_workdir, task_model_folder  # torch
+    from unigen.tam.model_card import student_name
 
     cfg = config(args)
     task_model_folder(args.model)  # a one-line error before anything else
@@ -74,8 +75,9 @@ def run_adapt(args: argparse.Namespace) -> int:
           "the file are never read\n"
           f"  method: {a['method']}, prior {a['settings']['prior']}"
           + (f" = {', '.join(f'{k} {100 * v:.1f}%' for k, v in a['prior'].items())}" if a["prior"] else "")
-          + (f"\n  student: {a['student']['encoder']}, trained on {a['student']['distilled_texts']:,} of the "
-             f"texts with the model's probabilities + {a['student']['synthetic_rows']:,} synthetic rows"
+          + (f"\n  student: {student_name(a['student'], markdown=False)}, trained on "
+             f"{a['student']['distilled_texts']:,} of the texts with the model's probabilities + "
+             f"{a['student']['synthetic_rows']:,} synthetic rows"
              if a.get("student") else "")
           + f"\n  predicted share on the texts: {share}\n"
           f"  model: {path / MODEL_DIR}")

@@ -36,7 +36,13 @@ class AdaptConfig:
     rounds: int = setting(1, "self_train: pseudo-label and fine-tune this many times")
     epochs: int | None = setting(None, "epochs per self_train round (None: 1) or of the distill student "
                                  "(None: train.epochs' default for its encoder, 3 for transformers)")
-    student: str = setting("minilm-l6", "distill: the student's encoder (a train.tam name or path)")
+    student: str = setting("minilm-l6", "distill: the student's encoder (a train.tam name or path), or "
+                           "teacher: the model being adapted with adapt.student_layers of its layers kept "
+                           "(evenly spaced, the last included) and warm-started from its weights "
+                           "(transformers only)")
+    student_layers: int = setting(6, "distill with adapt.student=teacher: transformer layers the student "
+                                  "keeps of the teacher's (at most as many as it has; MPNet-base has 12)",
+                                  fingerprint="unless_default")
     max_distill: int = setting(10000, "distill: at most this many of the texts (a seeded sample) are "
                                "distilled on")
     lr: float | None = setting(None, "self_train: learning rate (None: train.lr's default, 1e-3 LSTM, 2e-5 "
@@ -79,6 +85,8 @@ class AdaptConfig:
         _check(self.max_pseudo > 0 and self.rounds > 0 and self.max_distill > 0
                and (self.epochs is None or self.epochs > 0),
                "adapt.max_pseudo, adapt.rounds, adapt.max_distill and adapt.epochs must be positive")
+        _check(self.student_layers >= 1,
+               f"adapt.student_layers must be at least 1 (got {self.student_layers})")
         _check(self.lr is None or self.lr > 0, "adapt.lr must be None or positive")
         _check(self.synthetic_ratio >= 0, "adapt.synthetic_ratio must be >= 0")
         _check(self.scl_weight >= 0, "adapt.scl_weight must be >= 0")

@@ -149,7 +149,20 @@ def _training_section(training: Mapping[str, Any]) -> str:
 
 ADAPT_SETTING_KEYS = ("method", "prior", "pseudo_labels", "select_fraction", "max_pseudo", "rounds",
                       "epochs", "lr", "synthetic_ratio", "targets", "scl_weight", "max_length", "match_prior",
-                      "lm_sample", "student", "max_distill")
+                      "lm_sample", "student", "student_layers", "max_distill")
+
+
+def student_name(student: Mapping[str, Any], *, markdown: bool = True) -> str:
+    """How a distilled student is named: its encoder, or for ``adapt.student=teacher`` "the teacher's encoder
+    (`mpnet-base`) with 6 of its 12 layers (0, 2, 4, 7, 9, 11), warm-started from its weights"."""
+    q = "`" if markdown else ""
+    encoder = f"{q}{student.get('encoder')}{q}"
+    if not student.get("from_teacher"):
+        return encoder
+    kept = ", ".join(str(i) for i in student.get("kept_layers") or ())
+    return (f"the teacher's encoder ({encoder}) with {student.get('student_layers')} of its "
+            f"{student.get('teacher_layers')} layers" + (f" ({kept})" if kept else "")
+            + ", warm-started from its weights")
 
 
 def _shares(shares: Mapping[str, Any] | None) -> str:
@@ -179,7 +192,7 @@ def _adaptation_section(adaptation: Mapping[str, Any]) -> str:
                       f"({', '.join(f'{k} {v}' for k, v in (r.get('pseudo_per_label') or {}).items())}) + "
                       f"{r.get('synthetic_rows')} synthetic rows"])
     if (student := adaptation.get("student")):
-        table.append(["distilled student", f"`{student.get('encoder')}` trained on "
+        table.append(["distilled student", f"{student_name(student)}, trained on "
                       f"{student.get('distilled_texts')} of the texts with the teacher's probabilities + "
                       f"{student.get('synthetic_rows')} synthetic rows (teacher: "
                       f"`{adaptation.get('adapted_from')}`)"])
