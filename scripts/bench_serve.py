@@ -1,6 +1,7 @@
 """Serving performance, measured: `unigen serve` on loopback, driven by bounded concurrent clients.
 
-For each task model (MPNet-base, the default; MiniLM-L6; the LSTM) and backend (PyTorch, ONNX float32, ONNX
+For each task model (MPNet-base, the default; MiniLM-L6; the LSTM) and backend (PyTorch float32, PyTorch under
+bf16 autocast where the CPU computes bf16 natively (what ``unigen serve`` picks there), ONNX float32, ONNX
 int8) a server process (`python -m unigen serve`) is started on 127.0.0.1 and warmed up; then
 ``--concurrency`` client threads each send ``--requests`` requests of batch size 1 and of 32 real test-set
 texts. Recorded: requests/s, texts/s and the p50/p99 latency of a request. The same texts classified by
@@ -54,9 +55,17 @@ def real_texts(per_set: int) -> list[str]:
     return [texts[i] for i in rng.permutation(len(texts))]
 
 
-def build_models(kinds: list[str], texts: list[str], folder: Path) -> dict[str, Path]:
-    """``{"<kind> <backend>": folder}`` for every kind and backend."""
+#: backend -> (folder kind, ``unigen serve --precision``); pytorch-bf16 is what ``--precision auto`` serves
+#: for a transformer on a CPU with native bf16 (measured only there, and not for the LSTM)
+BACKENDS = {"pytorch": ("pytorch", "fp32"), "pytorch-bf16": ("pytorch", "bf16"),
+            "onnx-fp32": ("onnx", None), "onnx-int8": ("onnx-int8", None)}
+
+
+def build_models(kinds: list[str], texts: list[str], folder: Path, backends: list[str]
+                 ) -> dict[str, tuple[Path, str | None]]:
+    """``{"<kind> <backend>": (folder, precision)}`` for every kind and backend."""
     from unigen.export.onnx_export import export_onnx
+    from unigen.registry import native_bf16
     from unigen.tam.model import TaskModel
 
     out = {}
@@ -66,9 +75,17 @@ def build_models(kinds: list[str], texts: list[str], folder: Path) -> dict[str, 
         else:
             model = TaskModel.build(kind, LABELS, max_length=128, pooling="mean", seed=0)
         saved = model.save_pretrained(folder / kind)
-        out[f"{kind} pytorch"] = saved
-        out[f"{kind} onnx-fp32"] = export_onnx(saved, folder / f"{kind}-onnx", check=False)
-        out[f"{kind} onnx-int8"] = export_onnx(saved, folder / f"{kind}-int8", quantize="int8", check=False)
+        for backend in backends:
+            made, precision = BACKENDS[backend]
+            if backend == "pytorch-bf16" and (kind == "lstm" or not native_bf16("cpu")):
+                continue
+            if made == "pytorch":
+                out[f"{kind} {backend}"] = (saved, precision)
+            elif made == "onnx":
+                out[f"{kind} {backend}"] = (export_onnx(saved, folder / f"{kind}-onnx", check=False), None)
+            else:
+                out[f"{kind} {backend}"] = (export_onnx(saved, folder / f"{kind}-int8", quantize="int8",
+                                                        check=False), None)
     return out
 
 
@@ -78,13 +95,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, precision: str | None = None) -> subprocess.Popen:
     """``unigen serve`` in its own process (its log in ``model_dir/server.log``), once /health answers."""
     import httpx
 
     log = open(model_dir / "server.log", "wb")  # the child keeps it open for its lifetime
+    extra = ["--precision", precision] if precision else []
     proc = subprocess.Popen([sys.executable, "-m", "unigen", "serve", str(model_dir), "--port", str(port),
-                             "--max-texts", "64", "--max-chars", "100000", "--quiet"],
+                             "--max-texts", "64", "--max-chars", "100000", "--quiet", *extra],
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -198,17 +216,22 @@ def main() -> int:
     parser.add_argument("--no-prompting", action="store_true", help="skip the prompting baseline")
     parser.add_argument("--prompt-rule", default="verbalizer", choices=("verbalizer", "nll"),
                         help="scoring rule of the prompting baseline (verbalizer: calibrated, the labeler)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help=f"comma list of backends ({', '.join(BACKENDS)}); pytorch is float32")
     parser.add_argument("--output", default="results/serving.md")
     parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     args = parser.parse_args()
+    backends = args.backends.split(",")
+    if unknown := [b for b in backends if b not in BACKENDS]:
+        parser.error(f"unknown backend(s) {', '.join(unknown)}: use {', '.join(BACKENDS)}")
     start = time.perf_counter()
     texts = real_texts(200)
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folders = build_models(args.models.split(","), texts, Path(tmp))
-        for key, folder in folders.items():
+        folders = build_models(args.models.split(","), texts, Path(tmp), backends)
+        for key, (folder, precision) in folders.items():
             port = free_port()
-            proc = start_server(folder, port)
+            proc = start_server(folder, port, precision)
             try:
                 results[key] = {}
                 for batch in BATCHES:

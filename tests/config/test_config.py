@@ -118,3 +118,16 @@ def test_a_float_setting_takes_exponent_notation_without_a_dot():
     assert load_config(None, ["adapt.lr=1e-4"]).adapt.lr == pytest.approx(1e-4)
     with pytest.raises(ConfigError, match="adapt.lr must be a number"):
         load_config(None, ["adapt.lr=fast"])
+
+
+def test_adapt_lr_and_token_limit_default_per_method():
+    """A fresh distill student trains at 1e-4 on 128 tokens; self-training and the warm-started student
+    keep train.lr's default, self-training 64 tokens; a set value always wins."""
+    from unigen.config.adaptation import AdaptConfig
+
+    distill = AdaptConfig(method="distill")
+    assert (distill.resolved_lr(), distill.resolved_max_length()) == (1e-4, 128)
+    assert AdaptConfig(method="distill", student="teacher").resolved_lr() is None
+    assert (AdaptConfig().resolved_lr(), AdaptConfig().resolved_max_length()) == (None, 64)
+    assert (AdaptConfig(method="distill", lr=3e-5, max_length=96).resolved_lr(),
+            AdaptConfig(method="distill", max_length=96).resolved_max_length()) == (3e-5, 96)

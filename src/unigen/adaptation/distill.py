@@ -105,8 +105,8 @@ def train_student(cfg: UniGenConfig, rows: list[str], targets: np.ndarray, *, wo
     checkpoints."""
     a = cfg.adapt
     tam = a.student if init_model is None else init_model.spec.encoder
-    train_cfg = dataclasses.replace(cfg.train, tam=tam, epochs=a.epochs, lr=a.lr,
-                                    scl_weight=a.scl_weight, max_length=a.max_length, min_steps=0,
+    train_cfg = dataclasses.replace(cfg.train, tam=tam, epochs=a.epochs, lr=a.resolved_lr(),
+                                    scl_weight=a.scl_weight, max_length=a.resolved_max_length(), min_steps=0,
                                     average_from=None)
     return train_task_model((rows, np.asarray(targets, dtype=np.float32), None), train_cfg, cfg.labels,
                             seed=derive_seed(cfg.seed, "distill-student"), workdir=workdir,

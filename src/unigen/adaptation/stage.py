@@ -260,8 +260,8 @@ def _self_train_round(stage: Stage, cfg: UniGenConfig, model: TaskModel, r: int,
                                          a.synthetic_ratio, derive_seed(cfg.seed, "adapt-synthetic", r))
     arch = model.spec.architecture
     train_cfg = dataclasses.replace(cfg.train, tam="lstm" if arch == "lstm" else model.spec.encoder,
-                                    epochs=a.epochs or 1, lr=a.lr, scl_weight=a.scl_weight,
-                                    max_length=a.max_length, min_steps=0, average_from=None)
+                                    epochs=a.epochs or 1, lr=a.resolved_lr(), scl_weight=a.scl_weight,
+                                    max_length=a.resolved_max_length(), min_steps=0, average_from=None)
     result = train_task_model((rows, rows_targets, None), train_cfg, cfg.labels,
                               seed=derive_seed(cfg.seed, "adapt-round", r),
                               workdir=_round_dir(stage, r) / "checkpoints", progress=progress,

@@ -45,15 +45,16 @@ class AdaptConfig:
                                   fingerprint="unless_default")
     max_distill: int = setting(10000, "distill: at most this many of the texts (a seeded sample) are "
                                "distilled on")
-    lr: float | None = setting(None, "self_train: learning rate (None: train.lr's default, 1e-3 LSTM, 2e-5 "
-                               "transformers)")
+    lr: float | None = setting(None, "learning rate (None: 1e-4 for a distill student built fresh, else "
+                               "train.lr's default, 1e-3 LSTM, 2e-5 transformers)")
     synthetic_ratio: float = setting(1.0, "self_train: synthetic training rows mixed in per pseudo-label "
                                      "(read from the model's training provenance when found; 0: none)")
     targets: str | None = setting(None, "training targets: hard (one-hot) | soft (the pseudo-labeler's, or "
                                   "for distill the teacher's, probabilities); None: hard for self_train, "
                                   "soft for distill")
     scl_weight: float = setting(0.0, "self_train: weight of the supervised contrastive loss (0: CE only)")
-    max_length: int = setting(64, "self_train and distill: token limit of the training inputs")
+    max_length: int | None = setting(None, "token limit of the training inputs (None: 64 for self_train, "
+                                     "128 for distill)")
     match_prior: bool = setting(True, "self_train: after fine-tuning, move the threshold to the estimated "
                                 "prior again")
     labeler: str | None = setting(None, "the LM whose calibrated verbalizer labels texts (None: the "
@@ -69,6 +70,20 @@ class AdaptConfig:
     def resolved_targets(self) -> str:
         """``targets``, or hard for self_train and soft (the teacher's probabilities) for distill."""
         return self.targets or ("soft" if self.method == "distill" else "hard")
+
+    def resolved_lr(self) -> float | None:
+        """``lr``, or 1e-4 for a fresh distill student, else None (``train.lr``'s default). A MiniLM-L6
+        student at 2e-5 underfitted its teacher's probabilities (results/fast_model.md: soft-label CE 0.10
+        nats above the targets' entropy after three epochs); a warm start (``student=teacher``) keeps the
+        fine-tuning rate."""
+        if self.lr is not None:
+            return self.lr
+        return 1e-4 if self.method == "distill" and self.student != "teacher" else None
+
+    def resolved_max_length(self) -> int:
+        """``max_length``, or 128 for distill (the prediction limit: a student trained on 64 tokens called
+        half as many long reviews positive as its teacher, results/fast_model.md), 64 for self_train."""
+        return self.max_length or (128 if self.method == "distill" else 64)
 
     def needs_lm(self) -> bool:
         """Whether the LM labels texts (the prior or the pseudo-labels use it)."""
@@ -90,7 +105,8 @@ class AdaptConfig:
         _check(self.lr is None or self.lr > 0, "adapt.lr must be None or positive")
         _check(self.synthetic_ratio >= 0, "adapt.synthetic_ratio must be >= 0")
         _check(self.scl_weight >= 0, "adapt.scl_weight must be >= 0")
-        _check(self.max_length > 0 and self.batch_size > 0, "adapt sizes must be positive")
+        _check((self.max_length is None or self.max_length > 0) and self.batch_size > 0,
+               "adapt sizes must be positive")
         _check(self.min_texts >= 2, "adapt.min_texts must be at least 2")
         _check(self.em_temperature > 0 and self.em_iterations > 0,
                "adapt.em_temperature and adapt.em_iterations must be positive")
