@@ -14,8 +14,10 @@ training settings the fine-tuning reuses, the labeler and its scoring settings, 
 Steps (formulas in :mod:`unigen.adaptation.priors` and :mod:`unigen.adaptation.pseudo_labels`):
 
 1. read the texts (:mod:`unigen.textfiles`; only the text column: labels in the file are never read);
-2. the task model's logits on every text; the LM's calibrated-verbalizer scores on a seeded sample of
-   ``adapt.lm_sample`` texts when the prior or the pseudo-labels use it;
+2. the LM's calibrated-verbalizer scores on a seeded sample of ``adapt.lm_sample`` texts when the prior
+   or the pseudo-labels use it, and the task model's logits on every text, or only on that sample when
+   nothing else reads the rest (:meth:`~unigen.config.adaptation.AdaptConfig.sample_only`: the LM's labels
+   make the prior and the pseudo-label pool, and the threshold is a quantile of the sample's margins);
 3. the class prior ``pi_t`` (``adapt.prior``) and the logit offset that makes the model predict it;
 4. ``self_train``: for each of ``adapt.rounds`` rounds, pseudo-labels from the offset model and the LM,
    the most confident per class in ``pi_t``'s proportions, mixed with the model's synthetic training rows,
@@ -341,6 +343,8 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
                 ) -> Path:
     a = cfg.adapt
     task = TaskModel.from_pretrained(model_dir, device="cpu")
+    if a.sample_only() and len(texts) > a.lm_sample:  # the method reads the LM's sample only
+        texts = [texts[i] for i in lm_sample_index(len(texts), a.lm_sample, cfg.seed)]
     lm = _lm_probs(stage, cfg, texts, labeler, tau, scorer, progress)
     logits = model_logits(task, texts, a.batch_size, progress, "adapt: task model")
     before = hard_share(logits)
@@ -376,7 +380,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     adaptation = {
         "data": {k: info[k] for k in ("file", "rows", "sha256", "text_field", "format", "unread_columns")},
         "method": a.method, "settings": fingerprint_dict(a), "labeler": labeler if a.needs_lm() else None,
-        "lm_texts": None if lm[0] is None else int(len(lm[0])),
+        "lm_texts": None if lm[0] is None else int(len(lm[0])), "model_texts": len(texts),
         "prior": None if prior is None else {k: round(float(v), 4) for k, v in zip(cfg.labels, prior)},
         "predicted_share_before": {k: round(float(v), 4) for k, v in zip(cfg.labels, before)},
         "predicted_share_after": {k: round(float(v), 4) for k, v in zip(cfg.labels, after)},
@@ -392,7 +396,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     task.save_pretrained(stage.path / MODEL_DIR, training=training)
     shutil.rmtree(stage.path / ROUNDS_DIR, ignore_errors=True)
     shutil.rmtree(stage.path / STUDENT_DIR, ignore_errors=True)
-    stage.finish({"texts": len(texts), "lm_texts": adaptation["lm_texts"],
+    stage.finish({"texts": info["rows"], "model_texts": len(texts), "lm_texts": adaptation["lm_texts"],
                   "pseudo_labelled": sum(r["pseudo_labelled"] for r in rounds),
                   "positive_share_before": round(float(before[-1]), 4),
                   "positive_share_after": round(float(after[-1]), 4)},

@@ -85,6 +85,14 @@ class AdaptConfig:
         half as many long reviews positive as its teacher, results/fast_model.md), 64 for self_train."""
         return self.max_length or (128 if self.method == "distill" else 64)
 
+    def sample_only(self) -> bool:
+        """Whether the stage needs the task model on the LM's sample only: the LM labels texts and the
+        pseudo-labels come from that sample (their pool), and so does the prior; the threshold move is a
+        quantile of the model's margins, which 2,000 texts estimate to about 1% of the share. Not for
+        distill (the student learns from every text) or ``pseudo_labels=model`` (the pool is every text).
+        With 10,000 long reviews the model passes over every text would take most of the stage."""
+        return self.needs_lm() and self.method != "distill" and self.pseudo_labels != "model"
+
     def needs_lm(self) -> bool:
         """Whether the LM labels texts (the prior or the pseudo-labels use it)."""
         return self.prior in ("agreement", "lm") or (
