@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unigen.tam.model import TaskModel, kept_layer_indices
+from unigen.tam.layers import kept_layer_indices
+from unigen.tam.model import TaskModel
 
 from tam_helpers import LABELS, make_tiny_bert, sentiment_rows
 

@@ -40,7 +40,8 @@ import numpy as np
 from unigen.adaptation.pseudo_labels import mix_rows
 from unigen.config import ConfigError, UniGenConfig
 from unigen.seeds import derive_seed
-from unigen.tam.model import TaskModel, kept_layer_indices
+from unigen.tam.layers import kept_layer_indices
+from unigen.tam.model import TaskModel
 from unigen.tam.train import TrainResult, train_task_model
 
 __all__ = ["TEACHER", "check_student", "distill_rows", "distill_student", "student_init", "train_student"]

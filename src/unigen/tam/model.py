@@ -236,36 +236,9 @@ class TaskModel(nn.Module, PredictionsMixin):
         Raises ValueError for the LSTM, ``n < 1`` or ``n > L``, or an encoder whose layer list is not
         found (a ``ModuleList`` of ``L`` modules named ``...layer`` or ``...layers``).
         """
-        if self.spec.architecture != "transformer":
-            raise ValueError("with_layers: only a transformer task model has layers to drop (this is an "
-                             "LSTM)")
-        total = int(self.num_layers or 0)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
-            raise ValueError(f"with_layers: n must be an integer from 1 to the encoder's {total} layers; "
-                             f"got {n!r}")
-        from transformers import AutoModel
+        from unigen.tam.layers import keep_layers
 
-        hf = self.encoder.model
-        prefix = _layer_list_name(hf, total)
-        kept = kept_layer_indices(total, int(n))
-        config = copy.deepcopy(hf.config)
-        config.num_hidden_layers = int(n)
-        dtype = next(hf.parameters()).dtype
-        small = AutoModel.from_config(config, dtype=dtype)
-        source = hf.state_dict()
-        depth = prefix.count(".") + 1
-        state = {}
-        for key in small.state_dict():
-            parts = key.split(".")
-            if key.startswith(prefix + ".") and parts[depth].isdigit():
-                parts[depth] = str(kept[int(parts[depth])])
-            state[key] = source[".".join(parts)]
-        small.load_state_dict(state, strict=True)
-        clone = type(self)(self.spec, TransformerEncoder(small, self.encoder.pooling),
-                           copy.deepcopy(self.tokenizer))
-        clone.projection.load_state_dict(self.projection.state_dict())
-        clone.classifier.load_state_dict(self.classifier.state_dict())
-        return clone.to(self.device).train(self.training)
+        return keep_layers(self, n)
 
     def reinitialise_heads(self) -> None:
         """New random projection/classifier weights (and LSTM weights for the LSTM; embeddings kept).
@@ -433,28 +406,6 @@ class TaskModel(nn.Module, PredictionsMixin):
         model = cls(spec, encoder, tokenizer)
         load_model(model, str(path / WEIGHTS_NAME), strict=True)
         return model
-
-
-def kept_layer_indices(total: int, n: int) -> list[int]:
-    """The ``n`` of ``total`` layers :meth:`TaskModel.with_layers` keeps: ``round(i * (total - 1) / (n - 1))``
-    for ``i < n``, evenly spaced, the first and the last included (``n = 1``: only the last)."""
-    if not 1 <= n <= total:
-        raise ValueError(f"keep 1 to {total} layers, not {n}")
-    if n == 1:
-        return [total - 1]
-    return [round(i * (total - 1) / (n - 1)) for i in range(n)]
-
-
-def _layer_list_name(model: nn.Module, total: int) -> str:
-    """The name of the Hugging Face encoder's list of ``total`` layers (``encoder.layer`` for BERT-style
-    models and MPNet, ``transformer.layer`` for DistilBERT)."""
-    found = [name for name, module in model.named_modules()
-             if isinstance(module, nn.ModuleList) and len(module) == total
-             and name.rsplit(".", 1)[-1] in ("layer", "layers")]
-    if len(found) != 1:
-        raise ValueError(f"with_layers: the layer list of {type(model).__name__} was not found "
-                         f"({len(found)} candidates)")
-    return found[0]
 
 
 #: file endings of pickles (and formats that wrap them); a task-model folder holding one is refused
