@@ -33,14 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapt_protocol import capped, halves  # noqa: E402
+from adapt_protocol import capped, engine_model, halves  # noqa: E402
 from full_eval import cpu_name  # noqa: E402
 
 from unigen.adaptation.distill import distill_student  # noqa: E402
 from unigen.adaptation.stage import synthetic_rows, task_model_folder  # noqa: E402
 from unigen.config import load_config  # noqa: E402
 from unigen.evaluation.datasets import SET_DOMAIN, load_dataset  # noqa: E402
-from unigen.evaluation.evaluate import eval_engine, load_task_model  # noqa: E402
 from unigen.files import atomic_write_json, atomic_write_text  # noqa: E402
 from unigen.tam.model import CONFIG_NAME  # noqa: E402
 
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             npy = out / f"fold-{fold}" / f"{name}.npy"
             if npy.is_file():
                 continue
-            model = model or load_task_model(str(folder), eval_engine("auto", "auto", "transformer"))
+            model = model or engine_model(folder)
             idx = split[name][eval_half]
             tic = time.perf_counter()
             np.save(npy, np.asarray(model.predict_proba([ds.texts[i] for i in idx], batch_size=64),
