@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adapt_protocol import capped, halves  # noqa: E402
 
+from unigen.adaptation.lm_scores import LM_SCORES  # noqa: E402
 from unigen.adaptation.priors import PRIORS, estimate_prior, logit_offset, softmax  # noqa: E402
 from unigen.adaptation.stage import (  # noqa: E402
-    LM_SCORES,
     model_record,
     relabel_temperature,
     source_prior,

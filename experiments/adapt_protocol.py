@@ -2,7 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python experiments/adapt_protocol.py MODEL OUT_DIR \\
         [--sets all] [--half-limit N] [--eval-limit N] [--curve imdb:100,1000,10000] \\
-        [--set adapt.KEY=VALUE ...] [--report results/adapt.md]
+        [--set adapt.KEY=VALUE ...] [--tag NAME] [--report results/adapt.md]
 
 Each test set is split into two fixed seeded halves A and B (``derive_seed(0, "adapt-halves", set)``). The
 model is adapted on the **texts** of half A (written to a JSONL file with a ``text`` field only: the labels
@@ -71,6 +71,7 @@ class Runner:
         self.records_path = self.out / "records.json"
         self.records = json.loads(self.records_path.read_text()) if self.records_path.is_file() else {}
         self.base = None  # loaded when first needed (not when --unadapted-probs answers)
+        self.suffix = f"-{args.tag}" if args.tag else ""
 
     def save(self) -> None:
         atomic_write_json(self.records_path, self.records)
@@ -92,7 +93,8 @@ class Runner:
         labels: np.ndarray,
     ) -> dict:
         def compute() -> dict:
-            file = write_texts(self.out / "texts" / f"{key}.jsonl", [texts[i] for i in adapt_idx])
+            stem = key.removesuffix(self.suffix) if self.suffix else key  # a variant reads the same file
+            file = write_texts(self.out / "texts" / f"{stem}.jsonl", [texts[i] for i in adapt_idx])
             tic = time.perf_counter()
             folder = adapt(
                 self.args.model,
@@ -142,7 +144,7 @@ class Runner:
             adapt_idx = capped(adapt_half, self.args.half_limit, name, f"adapt-{fold}")
             eval_idx = np.sort(capped(eval_half, self.args.eval_limit, name, f"eval-{fold}"))
             self.unadapted(f"{name}-{fold}-unadapted", name, texts, eval_idx, labels)
-            self.adapt_and_score(f"{name}-{fold}", name, texts, adapt_idx, eval_idx, labels)
+            self.adapt_and_score(f"{name}-{fold}{self.suffix}", name, texts, adapt_idx, eval_idx, labels)
 
     def run_curve(self, spec: str) -> None:
         name, sizes = spec.split(":", 1)
@@ -153,14 +155,15 @@ class Runner:
         eval_idx = np.sort(capped(b, self.args.eval_limit, name, "eval-AB"))
         self.unadapted(f"{name}-AB-unadapted", name, texts, eval_idx, labels)
         for n in (int(s) for s in sizes.split(",")):
-            self.adapt_and_score(f"curve-{name}-{n}", name, texts, np.sort(order[:n]), eval_idx, labels)
+            self.adapt_and_score(f"curve-{name}-{n}{self.suffix}", name, texts, np.sort(order[:n]), eval_idx,
+                                 labels)
 
 
 def report(runner: Runner, sets: list[str], curve: str | None, command: str, png: Path) -> str:
-    rec = runner.records
+    rec, suffix = runner.records, runner.suffix
     rows, gains, ua, ad, per_1k = [], [], [], [], []
     for name in sets:
-        folds = [(rec.get(f"{name}-{f}-unadapted"), rec.get(f"{name}-{f}")) for f in ("AB", "BA")]
+        folds = [(rec.get(f"{name}-{f}-unadapted"), rec.get(f"{name}-{f}{suffix}")) for f in ("AB", "BA")]
         if not all(u and d for u, d in folds):
             continue
         u = float(np.mean([x["unadapted"] for x, _ in folds]))
@@ -201,7 +204,8 @@ def report(runner: Runner, sets: list[str], curve: str | None, command: str, png
     if curve:
         name, sizes = curve.split(":", 1)
         base = rec.get(f"{name}-AB-unadapted")
-        pts = [(int(n), rec[f"curve-{name}-{n}"]) for n in sizes.split(",") if f"curve-{name}-{n}" in rec]
+        pts = [(int(n), rec[f"curve-{name}-{n}{suffix}"]) for n in sizes.split(",")
+               if f"curve-{name}-{n}{suffix}" in rec]
         if base and pts:
             lines += [
                 "",
@@ -262,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default=None)
     p.add_argument("--unadapted-probs", default=None, help="OUT_PREFIX of experiments/full_eval.py run on "
                    "MODEL: the unadapted accuracy from its saved probabilities instead of a second pass")
+    p.add_argument("--tag", default=None, help="a variant's name (with its --set): its adaptations are "
+                   "OUT_DIR/adapt/<set>-<fold>-TAG, siblings of the untagged ones, so the LM's scores of the "
+                   "same texts are reused, and the unadapted accuracies are shared")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     sets = [s for s in parse_dataset_names(args.sets) if s in SET_DOMAIN]

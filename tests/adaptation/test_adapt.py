@@ -12,9 +12,10 @@ import torch
 
 from unigen.adaptation import stage as adapt_module
 from unigen.adaptation.distill import distill_rows
+from unigen.adaptation.lm_scores import lm_sample_index
 from unigen.adaptation.priors import agreement_prior, em_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
-from unigen.adaptation.stage import adapt_stage, lm_sample_index
+from unigen.adaptation.stage import adapt_stage
 from unigen.cli import main
 from unigen.config import ConfigError, load_config
 from unigen.errors import DataError, ModelNotAvailable
@@ -217,6 +218,23 @@ def test_prior_moves_the_threshold_to_the_lm_share_and_the_card_names_the_data(b
     # the finished stage is reused: no scoring, no training
     assert adapt_stage(config, base_model, texts_file, path=tmp_path / "a", progress=False,
                        scorer=WordScorer(fail=True)) == out
+
+
+def test_a_sibling_adaptation_of_the_same_texts_lends_its_lm_scores(base_model, texts_file, tmp_path):
+    first = adapt_stage(cfg("adapt.method=prior", "adapt.prior=lm"), base_model, texts_file,
+                        path=tmp_path / "w" / "first", progress=False, scorer=WordScorer())
+    # other adapt settings, same texts, labeler and scoring: the scores are copied, not scored again
+    second = adapt_stage(cfg("adapt.method=prior", "adapt.prior=agreement"), base_model, texts_file,
+                         path=tmp_path / "w" / "second", progress=False, scorer=WordScorer(fail=True))
+    a, b = (json.loads((f / "lm.json").read_text()) for f in (first, second))
+    assert b["scores"] == a["scores"] and b["texts_sha256"] == a["texts_sha256"]
+    assert b["reused_from"] == str(first) and a["reused_from"] is None
+    # other texts (a smaller LM sample) or another scoring setting: scored anew
+    for extra, name in (("adapt.lm_sample=50", "third"), ("scoring.max_text_tokens=64", "fourth")):
+        scorer = WordScorer()
+        out = adapt_stage(cfg("adapt.method=prior", "adapt.prior=lm", extra), base_model, texts_file,
+                          path=tmp_path / "w" / name, progress=False, scorer=scorer)
+        assert scorer.calls == 1 and json.loads((out / "lm.json").read_text())["reused_from"] is None
 
 
 def test_the_offset_survives_the_onnx_export(base_model, texts_file, tmp_path):
@@ -437,7 +455,7 @@ def test_a_folder_that_is_not_a_task_model_is_refused(base_model, texts_file, tm
 
 def test_the_command_writes_a_model_that_predict_accepts(base_model, texts_file, tmp_path, capsys,
                                                          monkeypatch):
-    monkeypatch.setattr(adapt_module, "_lm_probs", lambda stage, cfg, texts, *a: (
+    monkeypatch.setattr(adapt_module, "lm_probs", lambda stage, cfg, texts, *a: (
         np.arange(len(texts)), softmax(-WordScorer().scores(texts), 0.1)))
     args = ["adapt", "--model", str(base_model), "--texts", str(texts_file), "--workdir", str(tmp_path / "w"),
             "--quiet", *(x for s in TINY for x in ("--set", s))]

@@ -42,12 +42,13 @@ import numpy as np
 import torch
 
 from unigen.adaptation.distill import check_student, distill_student
+from unigen.adaptation.lm_scores import lm_probs, lm_sample_index
 from unigen.adaptation.priors import estimate_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.config import UniGenConfig, fingerprint_dict, load_config
 from unigen.console import progress_bar, warn
 from unigen.errors import DataError, ModelNotAvailable
-from unigen.files import atomic_write_json, sha256_file
+from unigen.files import sha256_file
 from unigen.lock import workdir_lock
 from unigen.seeds import derive_seed
 from unigen.stages import MANIFEST, STAGES, Stage, iter_stage_rows, open_stage
@@ -60,7 +61,6 @@ from unigen.textfiles import open_texts
 __all__ = ["MODEL_DIR", "adapt", "adapt_stage", "read_texts", "task_model_folder"]
 
 MODEL_DIR = "model"
-LM_SCORES = "lm.json"
 ROUNDS_DIR = "rounds"
 STUDENT_DIR = "student"
 DEFAULT_WORKDIR = "runs/default"
@@ -196,35 +196,6 @@ def model_logits(model: TaskModel, texts: list[str], batch_size: int, progress: 
     return out
 
 
-def lm_sample_index(n: int, size: int, seed: int) -> np.ndarray:
-    """The seeded sample of texts the LM labels (all of them when ``size >= n``)."""
-    if size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(derive_seed(seed, "adapt-lm-sample")).permutation(n)[:size])
-
-
-def _lm_probs(stage: Stage, cfg: UniGenConfig, texts: list[str], labeler: str, tau: float, scorer: Any,
-              progress: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The LM's calibrated-verbalizer probabilities of its sample (scored once; ``lm.json`` on resume)."""
-    if not cfg.adapt.needs_lm():
-        return None, None
-    path = stage.path / LM_SCORES
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        index, scores = np.array(saved["index"], dtype=int), np.array(saved["scores"], dtype=np.float64)
-    else:
-        index = lm_sample_index(len(texts), cfg.adapt.lm_sample, cfg.seed)
-        if scorer is None:
-            from unigen.synth.backends import make_scorer  # the LM
-
-            scoring = dataclasses.replace(cfg.scoring, rule="verbalizer", calibrate=True)
-            scorer = make_scorer(cfg, scoring=scoring, generator=labeler)
-        scores = np.asarray(scorer.scores([texts[i] for i in index], rule="verbalizer", progress=progress),
-                            dtype=np.float64)
-        atomic_write_json(path, {"labeler": labeler, "index": index.tolist(), "scores": scores.tolist()})
-    return index, softmax(-scores, tau)
-
-
 def add_offset(model: TaskModel, delta: np.ndarray) -> None:
     """Add ``delta`` to the classifier's output bias: every logit moves by it, on every backend."""
     with torch.no_grad():
@@ -345,7 +316,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     task = TaskModel.from_pretrained(model_dir, device="cpu")
     if a.sample_only() and len(texts) > a.lm_sample:  # the method reads the LM's sample only
         texts = [texts[i] for i in lm_sample_index(len(texts), a.lm_sample, cfg.seed)]
-    lm = _lm_probs(stage, cfg, texts, labeler, tau, scorer, progress)
+    lm = lm_probs(stage, cfg, texts, labeler, tau, scorer, progress)
     logits = model_logits(task, texts, a.batch_size, progress, "adapt: task model")
     before = hard_share(logits)
     prior = estimate_prior(a.prior, model_logits=logits, lm_probs=lm[1], lm_index=lm[0],
