@@ -71,6 +71,12 @@ def test_scores_match_transformers(tiny, compute_type, tol, rule, calibrate):
     np.testing.assert_array_equal(ct.predict(texts, rule=rule), b.argmin(1))
 
 
+def test_verbalizer_variants_match_transformers(tiny):
+    hf, ct = _scorers(tiny, "float32", verbalizer_extra_templates=("{text}\nThis review is",),
+                      verbalizer_extra_label_words=("bad|good",))
+    assert np.abs(hf.scores(TEXTS, rule="verbalizer") - ct.scores(TEXTS, rule="verbalizer")).max() < 1e-4
+
+
 def test_scorer_keeps_truncation_and_rejects_padding_quirk(tiny):
     hf, ct = _scorers(tiny, "float32", max_text_tokens=4)
     assert ct.truncate(TEXTS[3]) == hf.truncate(TEXTS[3])

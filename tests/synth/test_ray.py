@@ -38,7 +38,7 @@ from unigen.synth.relabel_stage import relabel_stage
 from unigen.synth.stage import synthesize
 
 from capabilities import missing
-from synth_fakes import PoolSampler
+from synth_fakes import FakeScorer, PoolSampler
 
 TESTS = Path(__file__).resolve().parents[1]
 BASE = ("generate.samples_per_label=24", "generate.shard_size=4", "run.actors=2")
@@ -196,6 +196,19 @@ def test_ray_with_a_tiny_model_via_the_cli(tmp_path, ray_cluster, saved_llama, c
     m = Stage.load(rel_ray).manifest
     assert m["rule_choice"] == Stage.load(rel_local).manifest["rule_choice"]
     assert m["executor"]["name"] == "ray"
+
+
+def test_ray_relabels_with_a_labeler_ensemble(tmp_path, ray_cluster, saved_llama):
+    """The ensemble travels to the actors unloaded (a fake generator scorer, the tiny labeler loaded there)
+    and gives the local executor's rows."""
+    cfg = cfg_for("generate.samples_per_label=8", f"relabel.labelers=[{saved_llama}]",
+                  "scoring.backend=transformers")
+    gen = generate_stage(cfg, tmp_path, progress=False, sampler=PoolSampler())
+    local = relabel_stage(cfg, tmp_path / "a", gen, progress=False, scorer=FakeScorer(cfg.labels))
+    remote = relabel_stage(on_ray(cfg), tmp_path / "b", gen, progress=False, scorer=FakeScorer(cfg.labels))
+    rows = list(Stage.load(remote).iter_rows())
+    assert rows == list(Stage.load(local).iter_rows()) and str(saved_llama) in rows[0]["labeler_scores"]
+    assert Stage.load(remote).manifest["executor"]["name"] == "ray"
 
 
 DRIVER = """

@@ -103,6 +103,17 @@ def test_scorer_equals_the_pytorch_scorer(lm, rule):
     np.testing.assert_allclose(scorer.scores(texts), want, atol=1e-4)
 
 
+def test_verbalizer_variants_equal_the_pytorch_scorer(lm):
+    model, tok = lm
+    cfg = load_config(None, ["scoring.rule=verbalizer", "scoring.verbalizer_extra_label_words=[bad|good]",
+                             "scoring.verbalizer_extra_templates=['{text} It was']"])
+    texts = ["I loved this movie, it was great!", "The food was cold.", "ok"]
+    want = FastLMScorer(model, tok, cfg.labels, cfg.scoring).scores(texts)
+    scorer = VLLMScorer("tiny", cfg.labels, cfg.scoring, llm=FakeVLLM.LLM(model, tok), tokenizer=tok,
+                        vllm=FakeVLLM)
+    np.testing.assert_allclose(scorer.scores(texts), want, atol=1e-4)
+
+
 def test_without_vllm_one_line_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     cfg = load_config(None, ["generate.backend=vllm", "scoring.backend=vllm"])

@@ -65,6 +65,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             raise ConfigError(f"{name} must be a list")
         if not all(isinstance(v, (str, int, float)) for v in value):
             raise ConfigError(f"{name} must be a list of names or numbers")
+        if typing.get_args(hint)[:1] == (float,):
+            return tuple(_scalar(v, float, f"{name} item") for v in value)
         return tuple(str(v) for v in value)
     return _scalar(value, hint, name)
 

@@ -1,4 +1,5 @@
-"""The configuration schema: one frozen dataclass per stage plus the root :class:`UniGenConfig`.
+"""The configuration schema: one frozen dataclass per stage plus the root :class:`UniGenConfig` (the
+scoring and relabel sections are :mod:`unigen.config.labeling`, ``adapt`` is :mod:`unigen.config.adaptation`).
 
 Every field is declared with :func:`setting` (default, help text, fingerprint mode) and checked in
 ``__post_init__``; derived defaults (epochs, learning rates, how many rows to keep) are methods of the
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 
 from unigen.config.adaptation import AdaptConfig
 from unigen.config.fields import _check, _one_of, setting
+from unigen.config.labeling import BACKENDS, RelabelConfig, ScoringConfig, check_labeling
 from unigen.prompts import PROMPT_SETS
 
-__all__ = ["AdaptConfig", "setting"]
+__all__ = ["BACKENDS", "AdaptConfig", "RelabelConfig", "ScoringConfig", "setting"]
 
 #: learning rate and epochs when ``train.lr`` / ``train.epochs`` / ``weight.inner_lr`` are unset
 #: (docs/method.md, "Hyper-parameters"): the LSTM trains from scratch, transformers are fine-tuned
@@ -25,53 +27,12 @@ DEFAULT_LR = {"lstm": 1e-3, "transformer": 2e-5}
 DEFAULT_EPOCHS = {"lstm": 5, "transformer": 3}
 
 
-#: the engines ``generate.backend`` / ``scoring.backend`` can name (unigen.synth.backends)
-BACKENDS = ("transformers", "ctranslate2", "vllm")
 #: how ``evaluate`` runs a task model (unigen.evaluation.evaluate.load_classifier)
 EVAL_ENGINES = ("auto", "pytorch", "pytorch-bf16", "onnx")
 
 
 def _family(tam: str) -> str:
     return "lstm" if tam == "lstm" else "transformer"
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    """How a causal LM scores a text under each label (Prompting baseline and relabeling)."""
-
-    rule: str = setting("nll", "nll: paper's mean token NLL of the filled template, lower wins; "
-                        "verbalizer: next-token log-prob of the label word")
-    template: str = setting('The text in {label} sentiment is: "{text}"',
-                            "template for the nll rule ({label}, {text})")
-    verbalizer_template: str = setting("{text}\nThe sentiment of this text is",
-                                       "prompt for the verbalizer rule; the label word follows it")
-    calibrate: bool = setting(True, "verbalizer rule: subtract the label scores of a content-free input")
-    content_free_text: str = setting("N/A", "the content-free input used for calibration")
-    max_text_tokens: int = setting(128, "texts are cut to this many of the LM's tokens before templating")
-    max_total_tokens: int | None = setting(
-        None, "if set, cut the whole templated sequence to this many tokens (paper code: 40, prompt included)"
-    )
-    include_padding: bool = setting(False, "nll rule: average over padding positions too (paper code quirk)")
-    batch_size: int = setting(32, "sequences per forward pass", fingerprint=False)
-    backend: str = setting("ctranslate2", "ctranslate2 (converted once into the model cache, see "
-                           "unigen.synth.ct2_backend; 3.5x the naive loop) | transformers (PyTorch) | "
-                           "vllm (GPU, prompt log-probs; unigen.synth.vllm_backend)",
-                           fingerprint="unless_default", legacy="transformers")
-    ct2_compute_type: str = setting("float32", "ctranslate2 backend: float32 (scores equal transformers') | "
-                                    "int8 | int8_float32 (faster, but int8 moves scores enough to change "
-                                    "relabel decisions)", fingerprint="unless_default")
-
-    def __post_init__(self) -> None:
-        _one_of("scoring.rule", self.rule, ("nll", "verbalizer"))
-        _one_of("scoring.backend", self.backend, BACKENDS)
-        _one_of("scoring.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
-        _check("{label}" in self.template and "{text}" in self.template,
-               "scoring.template needs {label} and {text}")
-        _check("{text}" in self.verbalizer_template, "scoring.verbalizer_template needs {text}")
-        _check(self.max_text_tokens > 0, "scoring.max_text_tokens must be positive")
-        _check(self.max_total_tokens is None or self.max_total_tokens > 8,
-               "scoring.max_total_tokens must be None or > 8")
-        _check(self.batch_size > 0, "scoring.batch_size must be positive")
 
 
 @dataclass(frozen=True)
@@ -118,42 +79,6 @@ class GenerateConfig:
         _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
         _check(self.min_words >= 0, "generate.min_words must be >= 0")
         _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
-
-
-@dataclass(frozen=True)
-class RelabelConfig:
-    """Stage 2: pseudo-relabeling with the generator (docs/method.md §4)."""
-
-    mode: str = setting(
-        "soft", "soft: train on softmax(-score/tau); hard: one-hot argmax; none: prompt label"
-    )
-    temperature: float = setting(0.1, "tau_RE")
-    threshold: float = setting(0.2, "T_RE: keep iff p(prompt label) > 1/C + T_RE")
-    drop_disagreeing: bool = setting(True, "drop texts whose relabel argmax differs from the prompt label")
-    scoring_rule: str = setting("verbalizer", "verbalizer: p(label word | text), the LM's own posterior; "
-                                "nll: the paper's p(text | label); auto: the rule that agrees more with the "
-                                "prompt labels on the auto sample")
-    auto_sample: int = setting(
-        256, "auto rule: generated texts (first shard of each stream) scored both ways"
-    )
-    centre_scores: bool | None = setting(
-        False,
-        "subtract each label's mean score on the auto sample (assumes the generated texts are balanced like "
-        "the prompts; SmolLM2's are mostly positive, results/quality.md); off: the verbalizer's content-free "
-        "calibration sets the neutral point; None: tried as a candidate of the auto rule",
-    )
-    until_kept: bool = setting(False, "UniGen loop: keep generating until samples_per_label survive")
-    max_generated_factor: float = setting(
-        20.0, "until_kept: stop (targets unmet) after generating this many times samples_per_label per label",
-        fingerprint=False)
-
-    def __post_init__(self) -> None:
-        _one_of("relabel.mode", self.mode, ("soft", "hard", "none"))
-        _one_of("relabel.scoring_rule", self.scoring_rule, ("auto", "nll", "verbalizer"))
-        _check(self.auto_sample > 0, "relabel.auto_sample must be positive")
-        _check(self.max_generated_factor >= 1.0, "relabel.max_generated_factor must be >= 1")
-        _check(self.temperature > 0, "relabel.temperature must be positive")
-        _check(0.0 <= self.threshold < 1.0, "relabel.threshold must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -410,3 +335,4 @@ class UniGenConfig:
     def __post_init__(self) -> None:
         _check(len(self.labels) >= 2, "labels needs at least two label words")
         _check(len(set(self.labels)) == len(self.labels), "labels must be distinct")
+        check_labeling(self.labels, self.generator, self.scoring, self.relabel)

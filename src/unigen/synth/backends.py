@@ -5,15 +5,22 @@ stage and the Prompting baseline both get their scorer here).
 :class:`~unigen.synth.sampling.LMSampler`, :class:`~unigen.synth.scoring.FastLMScorer`) or
 ``ctranslate2`` (:mod:`unigen.synth.ct2_backend`, converted once into the model cache) or ``vllm``
 (:mod:`unigen.synth.vllm_backend`, GPUs only; a one-line error without vllm or a GPU).
+
+The relabel stage's scorer is :func:`make_relabel_scorer`: the generator's, or with ``relabel.labelers`` a
+:class:`~unigen.synth.labeler_ensemble.LabelerEnsemble` of the generator's and one scorer per labeler.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from unigen.config import ScoringConfig, UniGenConfig
 from unigen.registry import load_causal_lm, pick_device
 from unigen.synth.common import load_generator
+from unigen.synth.labeler_ensemble import LabelerEnsemble
+from unigen.synth.relabeling import Scorer
 from unigen.synth.sampling import LMSampler, SamplingSettings, TextSampler
 from unigen.synth.scoring import FastLMScorer, LMScorer
 
@@ -59,3 +66,18 @@ def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: S
     model, tokenizer = lm or (load_generator(cfg) if name == cfg.generator
                               else load_causal_lm(name, device=pick_device(cfg.device)))
     return FastLMScorer(model, tokenizer, cfg.labels, scoring)
+
+
+def make_relabel_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, *, given: Scorer | None = None,
+                        cache_dir: str | Path | None = None) -> Scorer:
+    """The relabel stage's scorer: ``given`` or the generator's (:func:`make_scorer`, loaded now), or with
+    ``relabel.labelers`` a :class:`LabelerEnsemble` of that and one scorer per labeler on ``scoring.backend``,
+    each loaded on first use (``cache_dir``: where the ensemble caches each LM's scores)."""
+    if not cfg.relabel.labelers or isinstance(given, LabelerEnsemble):
+        return given if given is not None else make_scorer(cfg, lm)
+    r = cfg.relabel
+    generator = given if given is not None else partial(make_scorer, cfg, lm)
+    members = [(cfg.generator, generator), *((name, partial(make_scorer, cfg, generator=name))
+                                             for name in r.labelers)]
+    return LabelerEnsemble(members, combine=r.combine, temperature=r.temperature,
+                           weights=r.resolved_labeler_weights(), cache_dir=cache_dir)

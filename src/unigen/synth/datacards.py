@@ -14,6 +14,7 @@ Everything is computed in one pass with bounded memory except the duplicate coun
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -220,6 +221,26 @@ def _rule_lines(manifest: dict[str, Any], counts: dict[str, Any]) -> list[str]:
     if rule != "none" and counts.get("agreement_all") is not None:
         lines.append(f"Agreement of the relabel argmax with the prompt label on all {counts['rows']} texts: "
                      f"{100 * counts['agreement_all']:.1f}%.")
+    return lines + _labeling_lines(manifest, counts)
+
+
+def _labeling_lines(manifest: dict[str, Any], counts: dict[str, Any]) -> list[str]:
+    """The labeler ensemble and the verbalizer prompt variants, when the stage used them."""
+    lines = []
+    ensemble = manifest.get("labelers")
+    if ensemble:
+        members = ", ".join(f"`{n}` (weight {w:g})" for n, w in zip(ensemble["names"], ensemble["weights"]))
+        lines.append(f"Labelers: {members}, combined by `{ensemble['combine']}` (docs/method.md §4.4).")
+        agree = counts.get("labeler_agreement") or {}
+        if agree:
+            lines.append("Agreement of each labeler's argmin with the prompt label on all texts: "
+                         + ", ".join(f"`{n}` {100 * a:.1f}%" for n, a in agree.items()) + ".")
+    variants = manifest.get("verbalizer_variants")
+    if variants:
+        prompts = "; ".join(json.dumps(p) for p in variants["prompts"])
+        words = "; ".join(" / ".join(ws) for ws in variants["label_words"])
+        lines.append(f"Verbalizer scores averaged per LM over {len(variants['prompts'])} prompts ({prompts}) "
+                     f"and {len(variants['label_words'])} label-word sets ({words}).")
     return lines
 
 

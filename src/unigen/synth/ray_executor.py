@@ -360,9 +360,9 @@ class RelabelWorker:
 
     def scorer(self) -> Any:
         if self._scorer is None and self.choice["rule"] != "none":
-            from unigen.synth.backends import make_scorer
+            from unigen.synth.backends import make_relabel_scorer
 
-            self._scorer = make_scorer(self.cfg, self.lm)
+            self._scorer = make_relabel_scorer(self.cfg, self.lm)
         return self._scorer
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -409,9 +409,9 @@ class _ScorerHost:
 
     def scores(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         if self.scorer is None:
-            from unigen.synth.backends import make_scorer
+            from unigen.synth.backends import make_relabel_scorer
 
-            self.scorer = make_scorer(self.cfg, self.lm)
+            self.scorer = make_relabel_scorer(self.cfg, self.lm)
         return self.scorer.scores(texts, **kwargs)
 
 

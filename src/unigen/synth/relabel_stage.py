@@ -10,11 +10,20 @@ Scoring rule. ``relabel.scoring_rule = auto`` scores a fixed sample (the first r
 shard of every stream, ``relabel.auto_sample`` in all) with both rules and uses the one whose
 ``argmin`` agrees more often with the prompt labels; both agreements and the choice go into the
 manifest (``rule_choice``, reused on resume) and the data card.
+
+Labeler ensemble. With ``relabel.labelers`` the scorer is a
+:class:`~unigen.synth.labeler_ensemble.LabelerEnsemble`: every row also keeps each LM's calibrated scores
+(``labeler_scores``, ``{LM: [K scores]}``), the manifest names the LMs, weights and combination rule
+(``labelers``) and each LM's agreement with the prompt labels (``counts.labeler_agreement``), and while the
+stage runs each LM's scores of a shard are cached in ``<stage>/labeler_scores/`` (deleted when it finishes),
+so a resumed stage does not score a shard again with the LMs that had finished it. Verbalizer prompt variants
+(``scoring.verbalizer_extra_*``) are recorded as ``verbalizer_variants``.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +35,15 @@ from unigen.console import progress_bar
 from unigen.errors import ConfigError, StageError
 from unigen.prompts import get_prompt_set
 from unigen.stages import Stage, open_stage, stage_dir
-from unigen.synth.backends import make_scorer
+from unigen.synth.backends import make_relabel_scorer
 from unigen.synth.common import generate_fingerprint, relabel_fingerprint, relabel_settings
 from unigen.synth.datacards import write_relabel_card
 from unigen.synth.generation import plan_streams
-from unigen.synth.relabeling import RULES, Scorer, choose_rule, relabel_rows, score_rows
+from unigen.synth.labeler_ensemble import LabelerEnsemble
+from unigen.synth.relabeling import RULES, Scorer, agreement, choose_rule, relabel_rows, score_rows
+
+#: the folder of a running relabel stage where a labeler ensemble caches each LM's scores per shard
+LABELER_CACHE = "labeler_scores"
 
 
 def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | None = None,
@@ -88,10 +101,17 @@ def relabel_shard(stage: Stage, gen: Stage, index: int, scorer: Scorer | None, c
     t0 = time.time()
     rows = gen.read_shard(index)
     rule = choice["rule"]
-    scores = None if rule == "none" else score_rows(scorer, rows, rule, progress)  # type: ignore[arg-type]
+    by_labeler = None
+    if rule == "none":
+        scores = None
+    elif isinstance(scorer, LabelerEnsemble):
+        by_labeler = scorer.member_scores([r["text"] for r in rows], progress)
+        scores = scorer.combine(by_labeler)
+    else:
+        scores = score_rows(scorer, rows, rule, progress)  # type: ignore[arg-type]
     if scores is not None and choice.get("centred"):
         scores = scores - np.asarray(choice["offset"])
-    out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel)
+    out = relabel_rows(rows, scores, len(cfg.labels), cfg.relabel, labeler_scores=by_labeler)
     kept = sum(r["keep"] for r in out)
     agree = sum(r["label"] == r["prompt_label"] for r in out)
     stage.write_shard(index, out, {"index": index, "rows": len(out), "kept": kept, "agree": agree,
@@ -110,6 +130,9 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
     todo = [i for i in indices if not stage.has_shard(i)]
     on_ray = bool(todo) and cfg.run.executor == "ray"
     executor: dict[str, Any] = {}
+    if todo and cfg.relabel.mode != "none" and (not on_ray or cfg.relabel.labelers):
+        # loads the generator now, but on Ray (where the driver loads no model) only builds a lazy ensemble
+        scorer = make_relabel_scorer(cfg, lm, given=scorer, cache_dir=(stage.path / LABELER_CACHE).absolute())
     if on_ray:  # the rule choice, if any, runs on a Ray actor too: the driver loads no model
         from unigen.synth.ray_executor import RemoteScorer, ray_relabel
 
@@ -119,8 +142,6 @@ def relabel_into(cfg: UniGenConfig, gen_dir: str | Path, out: str | Path, progre
         finally:
             remote.close()
     else:
-        if todo and cfg.relabel.mode != "none" and scorer is None:
-            scorer = make_scorer(cfg, lm)
         choice = resolve_rule(cfg, stage, gen, scorer, progress)
     total = int(gen.manifest.get("counts", {}).get("rows", 0)) or None
     done_rows = sum(stage.read_stats(i).get("rows", 0) for i in indices if i not in todo)
@@ -153,14 +174,40 @@ def finish_relabel(
             agree + st["agree"],
             seconds + st["seconds"],
         )
+    by_labeler: dict[str, list[list[float]]] = {}
+    prompt_labels = []
     for row in stage.iter_rows(indices):
         if row["keep"]:
             per_label[row["label"]] += 1
+        prompt_labels.append(row["prompt_label"])
+        for name, scores in row.get("labeler_scores", {}).items():
+            by_labeler.setdefault(name, []).append(scores)
     counts = {"rows": rows, "kept": kept, "acceptance": round(kept / rows, 4) if rows else None,
               "kept_per_label": dict(zip(cfg.labels, per_label)),
               "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
               "sentences_per_s": round(rows / seconds, 3) if seconds else None}
-    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices), **extra)
+    if by_labeler:  # each LM of the ensemble alone: its argmin against the prompt labels
+        counts["labeler_agreement"] = {name: round(agreement(np.asarray(s), prompt_labels), 4)
+                                       for name, s in by_labeler.items()}
+    shutil.rmtree(stage.path / LABELER_CACHE, ignore_errors=True)
+    stage.finish(counts, rule=choice["rule"], rule_choice=choice, shards=len(indices),
+                 **labeling_record(cfg, choice["rule"]), **extra)
+
+
+def labeling_record(cfg: UniGenConfig, rule: str) -> dict[str, Any]:
+    """The manifest's record of a labeler ensemble (``labelers``) and of verbalizer prompt variants
+    (``verbalizer_variants``); empty for a single LM and prompt (the paper)."""
+    out: dict[str, Any] = {}
+    if rule == "none":
+        return out
+    r, s = cfg.relabel, cfg.scoring
+    if r.labelers:
+        out["labelers"] = {"names": list(r.labeler_names(cfg.generator)), "combine": r.combine,
+                           "weights": list(r.resolved_labeler_weights())}
+    if rule == "verbalizer" and s.has_verbalizer_variants():
+        out["verbalizer_variants"] = {"prompts": list(s.verbalizer_templates()),
+                                      "label_words": [list(w) for w in s.verbalizer_word_sets(cfg.labels)]}
+    return out
 
 
 def relabel_stage(cfg: UniGenConfig, workdir: str | Path, gen_dir: str | Path | None = None,

@@ -172,8 +172,10 @@ def choose_rule(scorer: Scorer, rows: Sequence[Mapping[str, Any]], *, rules: Seq
 
 
 def relabel_rows(rows: Sequence[Mapping[str, Any]], scores: np.ndarray | None, n_labels: int,
-                 cfg: RelabelConfig) -> list[dict[str, Any]]:
-    """Generated rows plus ``scores``, ``probs``, ``label`` (hard), ``confidence`` and ``keep``."""
+                 cfg: RelabelConfig, *,
+                 labeler_scores: Mapping[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Generated rows plus ``scores``, ``probs``, ``label`` (hard), ``confidence`` and ``keep``, and with a
+    labeler ensemble each LM's scores (``labeler_scores``: ``{LM: [K scores]}``)."""
     arr = relabel_arrays(scores, [r["prompt_label"] for r in rows], n_labels, cfg)
     out = []
     for i, row in enumerate(rows):
@@ -184,5 +186,8 @@ def relabel_rows(rows: Sequence[Mapping[str, Any]], scores: np.ndarray | None, n
         new["label"] = int(arr["label"][i])
         new["confidence"] = round(float(arr["confidence"][i]), 6)
         new["keep"] = bool(arr["keep"][i])
+        if labeler_scores is not None:
+            new["labeler_scores"] = {name: [round(float(x), 6) for x in lm_scores[i]]
+                                     for name, lm_scores in labeler_scores.items()}
         out.append(new)
     return out

@@ -9,10 +9,22 @@ the prediction is ``argmin_k S[n, k]`` and relabel probabilities are ``softmax(-
 * ``verbalizer``: ``S[n, k] = -log p(first token of " " + label_k | verbalizer_template(x_n))``, one
   forward pass per text; with ``calibrate`` the same scores of a content-free input are subtracted
   (contextual calibration), ``S[n, k] -= S_cf[k]``.
+
+Verbalizer variants (``scoring.verbalizer_extra_templates``, ``scoring.verbalizer_extra_label_words``): with
+prompts ``t = 1..P`` (``verbalizer_template`` first) and label-word sets ``w = 1..W`` (the labels first), the
+score is the mean of the calibrated scores of every pair::
+
+    S[n, k] = 1/(P W) * sum_t sum_w ( -log p(first token of " " + w_k | t(x_n)) + log p(... | t(cf)) )
+
+One forward pass per prompt and text serves every word set (each prompt's next-token distribution is read at
+all sets' first tokens); each set's first tokens must differ (the one-line error otherwise). Without variants
+the score is exactly the single-prompt score above.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +72,8 @@ class LMScorer:
         if rule == "nll":
             return self._nll_scores(texts, template or self.config.template, progress)
         if rule == "verbalizer":
+            if self.config.has_verbalizer_variants():
+                return self._mean_variant_scores(texts, progress)
             out = self._verbalizer_scores(texts, progress)
             if self.config.calibrate:
                 out = out - self.content_free_scores()
@@ -130,11 +144,43 @@ class LMScorer:
 
     def label_token_ids(self) -> list[int]:
         if self._label_token_ids is None:
-            ids = [self.tokenizer(" " + lab, add_special_tokens=False)["input_ids"][0] for lab in self.labels]
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"label words {self.labels} share their first token; pick other label words")
-            self._label_token_ids = ids
+            self._label_token_ids = self.first_token_ids(self.labels)
         return self._label_token_ids
+
+    def first_token_ids(self, words: Sequence[str]) -> list[int]:
+        """The first token of ``" " + word`` for each word; words sharing one cannot be told apart."""
+        ids = [self.tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in words]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"label words {tuple(words)} share their first token; pick other label words")
+        return ids
+
+    def _mean_variant_scores(self, texts: list[str], progress: bool) -> np.ndarray:
+        """Calibrated verbalizer scores averaged over every prompt and label-word set (module docstring)."""
+        word_sets = self.config.verbalizer_word_sets(self.labels)
+        set_ids = [self.first_token_ids(words) for words in word_sets]
+        k = len(self.labels)
+        total = np.zeros((len(texts), k))
+        for template in self.config.verbalizer_templates():
+            view = self._prompt_view(template, [w for words in word_sets for w in words],
+                                     [i for ids in set_ids for i in ids])
+            raw = view._verbalizer_scores(texts, progress)  # (N, W * K): every set's words side by side
+            if self.config.calibrate:
+                raw = raw - view.content_free_scores()
+            total += raw.reshape(len(texts), len(word_sets), k).sum(axis=1)
+        return total / (len(self.config.verbalizer_templates()) * len(word_sets))
+
+    def _prompt_view(self, template: str, words: list[str], token_ids: list[int]) -> LMScorer:
+        """This scorer (same model, any backend) with one verbalizer prompt and the given words as labels;
+        kept per prompt so its content-free scores are computed once."""
+        views = self.__dict__.setdefault("_prompt_views", {})
+        if template not in views:
+            view = copy.copy(self)
+            del view.__dict__["_prompt_views"]
+            view.config = dataclasses.replace(self.config, verbalizer_template=template,
+                                              verbalizer_extra_templates=(), verbalizer_extra_label_words=())
+            view.labels, view._label_token_ids, view._content_free = tuple(words), token_ids, None
+            views[template] = view
+        return views[template]
 
     @torch.inference_mode()
     def _verbalizer_scores(self, texts: list[str], progress: bool) -> np.ndarray:

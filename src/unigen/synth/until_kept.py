@@ -23,12 +23,18 @@ from unigen.config import UniGenConfig
 from unigen.console import progress_bar
 from unigen.prompts import get_prompt_set
 from unigen.stages import Stage
-from unigen.synth.backends import make_sampler, make_scorer
+from unigen.synth.backends import make_relabel_scorer, make_sampler
 from unigen.synth.common import load_generator
 from unigen.synth.datacards import summarise, write_generation_card, write_relabel_card
 from unigen.synth.generate_stage import open_generation, prompt_stems, rebuild_seen, sample_shard
 from unigen.synth.generation import KeySet, Stream, plan_streams, shard_spec
-from unigen.synth.relabel_stage import finish_relabel, open_relabel_stage, relabel_shard, resolve_rule
+from unigen.synth.relabel_stage import (
+    LABELER_CACHE,
+    finish_relabel,
+    open_relabel_stage,
+    relabel_shard,
+    resolve_rule,
+)
 from unigen.synth.relabeling import Scorer
 
 
@@ -92,7 +98,7 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
         len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
     )
     loop = _Loop(cfg, gen, rel, streams)
-    lazy = _Models(cfg, lm, sampler, scorer)
+    lazy = _Models(cfg, lm, sampler, scorer, cache_dir=rel.path / LABELER_CACHE)
     seen = rebuild_seen(gen, cfg.generate.dedup)
     stems = prompt_stems(cfg)
     target = cfg.generate.samples_per_label * len(cfg.labels)
@@ -159,8 +165,10 @@ def _relabel(loop: _Loop, index: int, lazy: _Models, choice: dict[str, Any], bar
 class _Models:
     """Loads the generator once, on first need, for both the sampler and the scorer."""
 
-    def __init__(self, cfg: UniGenConfig, lm: tuple[Any, Any] | None, sampler: Any, scorer: Scorer | None):
+    def __init__(self, cfg: UniGenConfig, lm: tuple[Any, Any] | None, sampler: Any, scorer: Scorer | None, *,
+                 cache_dir: Path | None = None):
         self.cfg, self.lm, self._sampler, self._scorer = cfg, lm, sampler, scorer
+        self.cache_dir, self._scorer_built = cache_dir, False
 
     def _lm(self) -> tuple[Any, Any]:
         if self.lm is None:
@@ -174,7 +182,10 @@ class _Models:
         return self._sampler
 
     def scorer(self) -> Scorer:
-        if self._scorer is None:
-            hf = self.cfg.scoring.backend == "transformers"
-            self._scorer = make_scorer(self.cfg, self._lm() if hf else None)
+        """The given scorer or the generator's, in a labeler ensemble with ``relabel.labelers``."""
+        if not self._scorer_built:
+            hf = self.cfg.scoring.backend == "transformers" and self._scorer is None
+            self._scorer = make_relabel_scorer(self.cfg, self._lm() if hf else None, given=self._scorer,
+                                               cache_dir=self.cache_dir)
+            self._scorer_built = True
         return self._scorer
