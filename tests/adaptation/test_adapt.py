@@ -237,6 +237,24 @@ def test_a_sibling_adaptation_of_the_same_texts_lends_its_lm_scores(base_model, 
         assert scorer.calls == 1 and json.loads((out / "lm.json").read_text())["reused_from"] is None
 
 
+def test_without_a_threshold_move_the_share_after_is_read_on_a_sample(base_model, texts_file, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(adapt_module, "SHARE_TEXTS", 30)
+    calls = []
+    real = adapt_module.model_logits
+    monkeypatch.setattr(adapt_module, "model_logits", lambda model, texts, *a: calls.append(len(texts)) or
+                        real(model, texts, *a))
+    out = adapt_stage(cfg("adapt.prior=none"), base_model, texts_file, path=tmp_path / "none", progress=False,
+                      scorer=WordScorer())
+    a = json.loads((out / "model" / "unigen_tam.json").read_text())["training"]["adaptation"]
+    assert calls == [60, 30] and a["share_after_texts"] == 30 and a["logit_offset"] == [0.0, 0.0]
+    assert adapt_module.share_sample_index(80, 0).tolist() == adapt_module.share_sample_index(80, 0).tolist()
+    calls.clear()  # a threshold move reads every text's logits after the round
+    out = adapt_stage(cfg(), base_model, texts_file, path=tmp_path / "agreement", progress=False,
+                      scorer=WordScorer())
+    assert calls == [60, 60]
+
+
 def test_the_offset_survives_the_onnx_export(base_model, texts_file, tmp_path):
     pytest.importorskip("onnxruntime")
     from unigen.export.onnx_export import export_onnx

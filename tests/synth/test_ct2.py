@@ -113,6 +113,15 @@ def test_sampler_stops_and_decodes_like_lmsampler(tiny):
     assert all('"' in tok.decode([i]) or "\n" in tok.decode([i]) for i in stop - {tok.eos_token_id})
 
 
+def test_sampler_budget_per_call_equals_a_sampler_of_that_budget(tiny):
+    """A length class's budget (``max_new_tokens`` per call) samples as a sampler built with it."""
+    wide = CT2Sampler(tiny[0], SamplingSettings(max_new_tokens=31), batch_size=8, threads=1)
+    narrow = CT2Sampler(tiny[0], SamplingSettings(max_new_tokens=3), batch_size=8, threads=1)
+    seeds = list(range(16))
+    assert wide.sample(PROMPT, seeds, max_new_tokens=3) == narrow.sample(PROMPT, seeds)
+    assert max(c.n_tokens for c in wide.sample(PROMPT, seeds)) > 3
+
+
 def test_sampler_follows_top_k_top_p(tiny):
     """First tokens of many rows fall inside transformers' filtered support, with similar frequencies."""
     path, model, tok = tiny

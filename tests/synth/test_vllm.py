@@ -89,6 +89,8 @@ def test_sampler_one_request_per_row_seed(lm):
     assert [p.seed for p in params] == [5, 1005, 6]
     assert out[0].text == out[1].text == 'row 5 is fine"' and out[2].text.startswith("row 6")
     assert out[0].n_tokens == len(out[0].ids) and sampler.sample("x", []) == []
+    sampler.sample("x", [1, 2], max_new_tokens=160)  # a length class's budget, for this call only
+    assert [p.max_tokens for p in llm.calls[-1][1]] == [160, 160] and sampler.settings.max_new_tokens == 31
 
 
 @pytest.mark.parametrize("rule", ["nll", "verbalizer"])

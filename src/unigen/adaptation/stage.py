@@ -66,6 +66,8 @@ STUDENT_DIR = "student"
 DEFAULT_WORKDIR = "runs/default"
 #: texts per chunk of the task model's prediction (one progress-bar step)
 PREDICT_CHUNK = 256
+#: texts the share after self-training is reported on when no later step needs every text's logits
+SHARE_TEXTS = 500
 #: training settings the fine-tuning does not take from ``train`` (``adapt`` sets them, or the model has them)
 _NOT_FROM_TRAIN = ("tam", "epochs", "lr", "scl_weight", "max_length", "predict_max_length", "pooling",
                    "lstm_hidden", "projection_dim", "min_steps", "average_from")
@@ -194,6 +196,15 @@ def model_logits(model: TaskModel, texts: list[str], batch_size: int, progress: 
             out[start:start + len(chunk)] = model.logits(chunk, batch_size=batch_size)
             bar.update(len(chunk))
     return out
+
+
+def share_sample_index(n: int, seed: int) -> np.ndarray:
+    """The seeded texts whose predictions give the reported share after self-training when nothing else
+    needs the final model's logits (``SHARE_TEXTS`` of them: binomial error about 2% of share; a pass over
+    2,000 long reviews takes MPNet about 2 minutes on a 2-core CPU)."""
+    if n <= SHARE_TEXTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(derive_seed(seed, "adapt-share")).permutation(n)[:SHARE_TEXTS])
 
 
 def add_offset(model: TaskModel, delta: np.ndarray) -> None:
@@ -338,7 +349,12 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
                                          progress)
             task, round_info = done
             rounds.append(round_info)
-            logits = model_logits(task, texts, a.batch_size, progress, f"adapt: round {r} model")
+            if r == a.rounds and (prior is None or not a.match_prior):  # only the share after reads them
+                share_idx = share_sample_index(len(texts), cfg.seed)
+                texts_for_share = [texts[i] for i in share_idx]
+            else:
+                texts_for_share = texts
+            logits = model_logits(task, texts_for_share, a.batch_size, progress, f"adapt: round {r} model")
     distilled: dict[str, Any] | None = None
     if a.method == "distill":
         task, logits, distilled, synthetic_from = _distill(stage, cfg, model_dir, task, texts, logits,
@@ -352,6 +368,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
         "data": {k: info[k] for k in ("file", "rows", "sha256", "text_field", "format", "unread_columns")},
         "method": a.method, "settings": fingerprint_dict(a), "labeler": labeler if a.needs_lm() else None,
         "lm_texts": None if lm[0] is None else int(len(lm[0])), "model_texts": len(texts),
+        "share_after_texts": len(logits),
         "prior": None if prior is None else {k: round(float(v), 4) for k, v in zip(cfg.labels, prior)},
         "predicted_share_before": {k: round(float(v), 4) for k, v in zip(cfg.labels, before)},
         "predicted_share_after": {k: round(float(v), 4) for k, v in zip(cfg.labels, after)},

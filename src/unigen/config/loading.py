@@ -47,6 +47,16 @@ def _scalar(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+def _number(value: Any, kind: type, name: str) -> Any:
+    """One item of a list of numbers (``--set`` gives ``"0.5,0.5"``, so items may be strings)."""
+    if isinstance(value, str):
+        try:
+            value = int(value) if kind is int else float(value)
+        except ValueError:
+            pass
+    return _scalar(value, kind, f"{name} item")
+
+
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Convert a YAML value to the field's annotated type, or raise ConfigError."""
     hint = annotation
@@ -59,14 +69,17 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             raise ConfigError(f"{name} must be a mapping")
         return from_dict(hint, value, prefix=f"{name}.")
     if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",")]
+        elif item in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # generate.length_shares=1
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list")
         if not all(isinstance(v, (str, int, float)) for v in value):
             raise ConfigError(f"{name} must be a list of names or numbers")
-        if typing.get_args(hint)[:1] == (float,):
-            return tuple(_scalar(v, float, f"{name} item") for v in value)
+        if item in (int, float):
+            return tuple(_number(v, item, name) for v in value)
         return tuple(str(v) for v in value)
     return _scalar(value, hint, name)
 

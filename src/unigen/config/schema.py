@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from unigen.config.adaptation import AdaptConfig
 from unigen.config.fields import _check, _one_of, setting
 from unigen.config.labeling import BACKENDS, RelabelConfig, ScoringConfig, check_labeling
-from unigen.prompts import PROMPT_SETS
+from unigen.prompts import PROMPT_SETS, LengthVariant, length_variants
 
 __all__ = ["BACKENDS", "AdaptConfig", "RelabelConfig", "ScoringConfig", "setting"]
 
@@ -64,9 +64,19 @@ class GenerateConfig:
                            fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("int8", "ctranslate2 backend: int8 (weights converted to int8) | "
                                     "int8_float32 | float32", fingerprint="unless_default")
+    lengths: tuple[str, ...] = setting((), "length classes (unigen.prompts.LENGTH_CLASSES: sentence, short, "
+                                       "long): each rewords the prompts for its length and has its own "
+                                       "new-token budget, e.g. sentence,short,long; empty: the paper's one "
+                                       "prompt per domain at max_new_tokens", fingerprint="unless_default")
+    length_shares: tuple[float, ...] = setting((), "share of samples_per_label per lengths class, in order "
+                                               "(normalised; empty: equal)", fingerprint="unless_default")
+    length_tokens: tuple[int, ...] = setting((), "new-token budget per lengths class, in order (empty: the "
+                                             "class's own: sentence 31, short 64, long 160)",
+                                             fingerprint="unless_default")
 
     def __post_init__(self) -> None:
         _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
+        self.length_variants()  # checks lengths, length_shares and length_tokens
         _one_of("generate.precision", self.precision, ("fp32", "bf16"))
         _one_of("generate.backend", self.backend, BACKENDS)
         _one_of("generate.ct2_compute_type", self.ct2_compute_type, ("int8", "int8_float32", "float32"))
@@ -79,6 +89,10 @@ class GenerateConfig:
         _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
         _check(self.min_words >= 0, "generate.min_words must be >= 0")
         _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
+
+    def length_variants(self) -> tuple[LengthVariant, ...]:
+        """The configured length classes with their shares and budgets (``()``: off, the paper)."""
+        return length_variants(self.lengths, self.length_shares, self.length_tokens)
 
 
 @dataclass(frozen=True)

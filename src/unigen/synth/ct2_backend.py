@@ -231,10 +231,14 @@ class CT2Sampler:
         self._generator: Any = None
         self.tokens_generated = 0
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def sample(self, prompt: str, seeds: Sequence[int], *,
+               max_new_tokens: int | None = None) -> list[Continuation]:
+        """Continue ``prompt`` once per seed, with at most ``max_new_tokens`` new tokens (default: the
+        settings')."""
+        steps = max_new_tokens or self.settings.max_new_tokens
         out: list[Continuation] = []
         for start in range(0, len(seeds), self.batch_size):
-            out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size]))
+            out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size], steps))
         return out
 
     def _fresh_generator(self) -> Any:
@@ -244,7 +248,7 @@ class CT2Sampler:
         generator = self.model.load()
         return generator
 
-    def _sample_batch(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def _sample_batch(self, prompt: str, seeds: Sequence[int], steps: int) -> list[Continuation]:
         if not seeds:
             return []
         if prompt not in self._prompt_tokens:
@@ -255,7 +259,7 @@ class CT2Sampler:
         _ct2().set_random_seed(batch_seed(seeds))
         results = generator.generate_batch(
             [self._prompt_tokens[prompt]] * len(seeds),
-            max_length=s.max_new_tokens,
+            max_length=steps,
             sampling_topk=s.top_k if s.top_k > 0 else 0,
             sampling_topp=s.top_p,
             sampling_temperature=s.temperature,
@@ -266,7 +270,7 @@ class CT2Sampler:
         del generator  # used: its RNG has advanced, the next batch needs a new one
         out = []
         for r in results:
-            ids = list(r.sequences_ids[0])[: s.max_new_tokens]
+            ids = list(r.sequences_ids[0])[:steps]
             self.tokens_generated += len(ids)
             out.append(
                 Continuation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), tuple(ids))

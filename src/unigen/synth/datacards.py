@@ -128,6 +128,7 @@ def summarise(stage: Stage, indices: list[int], labels: tuple[str, ...]) -> dict
     rejected: Counter[str] = Counter()
     stops: Counter[str] = Counter()
     domains: Counter[str] = Counter()
+    by_length: dict[str, TextStats] = {}
     tokens, seconds = 0, 0.0
     for i in indices:
         st = stage.read_stats(i)
@@ -141,6 +142,8 @@ def summarise(stage: Stage, indices: list[int], labels: tuple[str, ...]) -> dict
         per_label[row["prompt_label"]] += 1
         domains[row["domain"]] += 1
         text.add(row["text"])
+        if "length" in row:  # generate.lengths: statistics per length class
+            by_length.setdefault(row["length"], TextStats()).add(row["text"])
     rows = sum(per_label.values())
     att = sum(attempts.values())
     totals = {"rows": rows, "attempts": att, "acceptance": round(rows / att, 4) if att else None,
@@ -148,7 +151,19 @@ def summarise(stage: Stage, indices: list[int], labels: tuple[str, ...]) -> dict
               "rejected": dict(rejected), "stops": dict(stops), "tokens_sampled": tokens,
               "shard_seconds": round(seconds, 2),
               "samples_per_s": round(rows / seconds, 3) if seconds else None}
-    return {"totals": totals, "attempts": attempts, "domains": domains, "text": text.summary()}
+    if by_length:
+        totals["per_length"] = {name: st.n for name, st in by_length.items()}
+    return {"totals": totals, "attempts": attempts, "domains": domains, "text": text.summary(),
+            "lengths": {name: st.summary() for name, st in by_length.items()}}
+
+
+def _budget(g: Any) -> str:
+    """The new-token budget of the card's header: one number, or each length class's share and budget."""
+    variants = g.length_variants()
+    if not variants:
+        return f"at most {g.max_new_tokens} new tokens"
+    return "length classes " + ", ".join(
+        f"`{v.length.name}` ({100 * v.share:.0f}%, at most {v.max_new_tokens} new tokens)" for v in variants)
 
 
 def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any]) -> None:
@@ -165,13 +180,14 @@ def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any
     lines = [
         f"# Generated data `{stage.path.name}`", "",
         f"Generator `{cfg.generator}`, prompt set `{g.prompt_set}`, seed {cfg.seed}; top-k {g.top_k}, "
-        f"top-p {g.top_p}, temperature {g.temperature}, at most {g.max_new_tokens} new tokens, "
+        f"top-p {g.top_p}, temperature {g.temperature}, {_budget(g)}, "
         f"{g.precision}, de-duplication {'on' if g.dedup else 'off'}"
         f"{f', at least {g.min_words} words' if g.min_words else ''}.", "",
         md_table(["label", "rows", "attempts", "acceptance"], label_rows), "",
         f"Rejected: {t['rejected'] or 'none'}. Ended by: {t['stops']} (`none` = no closing quote or "
         f"newline within the token budget; kept, as in the paper). Domains: {dict(counts['domains'])}.", "",
-        stats_table({"generated": counts["text"]}), "",
+        stats_table({"generated": counts["text"], **{f"`{k}`": v for k, v in counts["lengths"].items()}}),
+        "",
         f"Throughput: {t['samples_per_s']} accepted samples/s over {t['shard_seconds']} s of shard time, "
         f"{t['tokens_sampled']} tokens sampled.", "",
     ]
@@ -244,18 +260,46 @@ def _labeling_lines(manifest: dict[str, Any], counts: dict[str, Any]) -> list[st
     return lines
 
 
+def _kept(name: str, generated: int, kept: int) -> str:
+    return f"`{name}` {kept} of {generated} ({pct(kept, generated)})"
+
+
+def _balance_lines(balance: dict[str, Any] | None) -> list[str]:
+    """The balance check (:mod:`unigen.synth.balance`): what the filter did with each prompt label's texts."""
+    if not balance:
+        return []
+    rows = [[lab, b["generated"], b["agree"], f"{b['flipped']} ({pct(b['flipped'], b['generated'])})",
+             f"{b['kept']} ({pct(b['kept'], b['generated'])})", pct(balance["kept_pool"][lab] or 0, 1)]
+            for lab, b in balance["per_prompt_label"].items()]
+    judged = ", ".join(f"{lab} {pct(share or 0, 1)}" for lab, share in balance["judged"].items())
+    ratio = balance["imbalance"]
+    verdict = (f"balanced (largest / smallest kept label {ratio})" if balance["balanced"] else
+               f"**unbalanced** (largest / smallest kept label {ratio or 'inf'}): the LM "
+               "writes or judges most texts as one label; `relabel.until_kept` generates until every label "
+               "has its quota of kept rows")
+    return ["## Balance", "",
+            md_table(["prompt label", "generated", "argmax = prompt label", "flipped (argmax another label)",
+                      "kept", "share of the kept pool"], rows), "",
+            f"The relabel argmax over all generated texts: {judged}. Kept pool: {verdict}.", ""]
+
+
 def write_relabel_card(stage: Stage, gen: Stage, cfg: UniGenConfig) -> str:
     """Write ``datacard.md`` into the relabel stage folder and return its text."""
     labels = cfg.labels
     before: Counter[int] = Counter()
     after: Counter[int] = Counter()
     flipped = 0
+    lengths: Counter[str] = Counter()  # generate.lengths: rows and kept rows per length class
+    kept_lengths: Counter[str] = Counter()
     conf: list[float] = []
     all_text, kept_text = TextStats(seed=cfg.seed), TextStats(seed=cfg.seed + 1)
     examples = Examples(10, seed=derive_seed(cfg.seed, "datacard"))
     for row in stage.iter_rows():
         before[row["prompt_label"]] += 1
         all_text.add(row["text"])
+        if "length" in row:
+            lengths[row["length"]] += 1
+            kept_lengths[row["length"]] += row["keep"]
         if row["keep"]:
             after[row["label"]] += 1
             flipped += row["label"] != row["prompt_label"]
@@ -291,7 +335,10 @@ def write_relabel_card(stage: Stage, gen: Stage, cfg: UniGenConfig) -> str:
         f"Generation: {gen_counts.get('attempts', '?')} sampled, {gen_counts.get('rows', '?')} accepted "
         f"(acceptance {gen_counts.get('acceptance', '?')}); rejected {gen_counts.get('rejected', {})}.",
         *([f"Targets met (until_kept): {m['targets_met']}."] if "targets_met" in m else []),
+        *([f"Kept per length class: {', '.join(_kept(n, lengths[n], kept_lengths[n]) for n in lengths)}."]
+          if lengths else []),
         "",
+        *_balance_lines(counts.get("balance")),
         "## Texts",
         "",
         stats_table({"generated": all_text.summary(), "kept": kept_text.summary()}),

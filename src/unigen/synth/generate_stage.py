@@ -26,7 +26,15 @@ from unigen.stages import Stage, open_stage, stage_dir
 from unigen.synth.backends import make_sampler
 from unigen.synth.common import generate_fingerprint, generate_settings
 from unigen.synth.datacards import Acceptance, summarise, write_generation_card
-from unigen.synth.generation import KeySet, ShardSpec, generate_shard, plan_shards, plan_streams, text_key
+from unigen.synth.generation import (
+    KeySet,
+    ShardSpec,
+    Stream,
+    generate_shard,
+    plan_shards,
+    plan_streams,
+    text_key,
+)
 from unigen.synth.sampling import TextSampler
 
 
@@ -38,7 +46,18 @@ def open_generation(
 
 
 def prompt_stems(cfg: UniGenConfig) -> list[str]:
-    return [p.stem(lab) for p in get_prompt_set(cfg.generate.prompt_set) for lab in cfg.labels]
+    """The stems of every prompt the run samples from, for every label (echo detection): the prompt set's
+    and, with ``generate.lengths``, its length-class variants too."""
+    prompts = list(get_prompt_set(cfg.generate.prompt_set))
+    prompts += [p.with_length(v.length) for v in cfg.generate.length_variants() for p in prompts]
+    return [p.stem(lab) for p in prompts for lab in cfg.labels]
+
+
+def generation_streams(cfg: UniGenConfig) -> list[Stream]:
+    """The streams of ``cfg``'s generation (label x length class x prompt, :func:`plan_streams`)."""
+    g = cfg.generate
+    prompts = get_prompt_set(g.prompt_set)
+    return plan_streams(len(cfg.labels), prompts, g.samples_per_label, g.length_variants())
 
 
 def rebuild_seen(stage: Stage, enabled: bool) -> KeySet | None:
@@ -64,10 +83,7 @@ def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenCo
 
 def plan_generation(cfg: UniGenConfig) -> list[ShardSpec]:
     """Every shard of the fixed-size generation stage of ``cfg``."""
-    streams = plan_streams(
-        len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
-    )
-    return plan_shards(streams, cfg.labels, cfg.generate.shard_size, cfg.seed)
+    return plan_shards(generation_streams(cfg), cfg.labels, cfg.generate.shard_size, cfg.seed)
 
 
 def generate_into(cfg: UniGenConfig, out: str | Path, progress: bool = True, *,

@@ -4,7 +4,11 @@ Plan. The target ``samples_per_label`` of each label is split evenly over the pr
 (one prompt for ``universal``, five for ``combined``); each (label, prompt) pair is a *stream*, cut
 into shards of ``shard_size`` rows (the last one shorter). Shards are numbered round-robin over the
 streams (round 0 holds the first shard of every stream, and so on), so any prefix of the shard list
-is balanced over labels and prompts.
+is balanced over labels and prompts. With length classes (``generate.lengths``,
+:func:`unigen.prompts.length_variants`) each label's target is first split over the classes by their
+shares (largest remainders, :func:`split_by_shares`), then evenly over the prompts, and a stream is a
+(label, length class, prompt) triple whose prompt is reworded for the class and whose rows are sampled
+with the class's new-token budget; every row then records its ``length``.
 
 Seeds. Shard ``i`` has seed ``derive_seed(run_seed, "generate", i)`` and its ``a``-th attempt the
 row seed ``derive_seed(shard_seed, a)``; the sampler draws row ``a``'s tokens from that seed alone.
@@ -17,6 +21,12 @@ prompt echoes (the text contains a prompt stem such as ``The text in positive se
 paper drops only the exact echo), and with ``dedup`` exact duplicates of any earlier row of the run.
 Unterminated texts (no closing quote within ``max_new_tokens``) are kept, as in the paper.
 
+The stop rule is the same for every length class: a newline ends a long review as it ends a sentence.
+Real test texts hold no newline at all (0 of the 40k rows of the seven test sets; IMDB's paragraph breaks
+are ``<br />`` tags), and SmolLM2-135M rarely writes one inside a quoted review (2 of 200 short and long
+reviews at 160 tokens with newlines allowed), after which it drifted off the review (a new prompt line,
+unrelated text). The token budget is the length lever; the closing quote still ends most texts.
+
 The stage runner (disk, manifest, resume) is :mod:`unigen.synth.generate_stage`.
 """
 
@@ -27,14 +37,14 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unigen.errors import GenerationError
-from unigen.prompts import Prompt
+from unigen.prompts import LengthVariant, Prompt, length_variants
 from unigen.seeds import derive_seed
 
 if TYPE_CHECKING:  # sampling imports torch; keep this module light for the CLI
@@ -122,15 +132,21 @@ class KeySet:
 
 @dataclass(frozen=True)
 class Stream:
-    """A (label, prompt) pair and how many accepted rows it must contribute."""
+    """A (label, prompt) pair and how many accepted rows it must contribute; with a length class the prompt
+    is reworded for it and ``max_new_tokens`` is its budget (``None``: the sampler's
+    ``generate.max_new_tokens``)."""
 
     label: int
     prompt: Prompt
     quota: int
+    max_new_tokens: int | None = None
 
 
 @dataclass(frozen=True)
 class ShardSpec:
+    """One shard to generate: its stream, label, prompt text, size and seed (``length`` and
+    ``max_new_tokens``: its length class and budget, ``""`` / ``None`` without length classes)."""
+
     index: int
     stream: int
     label: int
@@ -138,13 +154,46 @@ class ShardSpec:
     prompt: str
     size: int
     seed: int
+    length: str = ""
+    max_new_tokens: int | None = None
 
 
-def plan_streams(n_labels: int, prompts: Sequence[Prompt], samples_per_label: int) -> list[Stream]:
-    """Split each label's target evenly over the prompts (the first prompts take the remainder)."""
-    base, extra = divmod(samples_per_label, len(prompts))
-    return [Stream(label, p, base + (1 if j < extra else 0))
-            for label in range(n_labels) for j, p in enumerate(prompts) if base + (j < extra) > 0]
+def split_by_shares(total: int, shares: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``shares`` with whole numbers that sum to ``total`` (largest
+    remainders; ties go to the earlier share)."""
+    exact = [total * s / sum(shares) for s in shares]
+    out = [math.floor(e) for e in exact]
+    order = sorted(range(len(shares)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def plan_streams(n_labels: int, prompts: Sequence[Prompt], samples_per_label: int,
+                 lengths: Sequence[LengthVariant] = ()) -> list[Stream]:
+    """Split each label's target evenly over the prompts (the first prompts take the remainder); with
+    ``lengths``, first over the length classes by their shares (module docstring). Empty streams are
+    left out."""
+    if not lengths:
+        base, extra = divmod(samples_per_label, len(prompts))
+        return [Stream(label, p, base + (1 if j < extra else 0))
+                for label in range(n_labels) for j, p in enumerate(prompts) if base + (j < extra) > 0]
+    quotas = split_by_shares(samples_per_label, [v.share for v in lengths])
+    streams = []
+    for label in range(n_labels):
+        for variant, quota in zip(lengths, quotas):
+            base, extra = divmod(quota, len(prompts))
+            prompt_quotas = [base + (1 if j < extra else 0) for j in range(len(prompts))]
+            streams += [Stream(label, p.with_length(variant.length), n, variant.max_new_tokens)
+                        for p, n in zip(prompts, prompt_quotas) if n > 0]
+    return streams
+
+
+def generation_lengths(generate: Mapping[str, Any]) -> tuple[LengthVariant, ...]:
+    """The length classes of a generation stage from its settings (its manifest's ``generate`` section,
+    where settings at their default are absent)."""
+    return length_variants(generate.get("lengths", ()), generate.get("length_shares", ()),
+                           generate.get("length_tokens", ()))
 
 
 def shard_spec(index: int, stream_id: int, stream: Stream, labels: Sequence[str], size: int,
@@ -157,6 +206,8 @@ def shard_spec(index: int, stream_id: int, stream: Stream, labels: Sequence[str]
         stream.prompt.render(labels[stream.label]),
         size,
         derive_seed(run_seed, "generate", index),
+        stream.prompt.length,
+        stream.max_new_tokens,
     )
 
 
@@ -196,7 +247,8 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
 
     Args:
         sampler: continues ``spec.prompt`` once per row seed.
-        spec: the shard (index, stream, prompt, target size, seed).
+        spec: the shard (index, stream, prompt, target size, seed; with a length class its name, stored in
+            every row as ``length``, and its new-token budget, passed to the sampler as ``max_new_tokens``).
         prompt_set: name stored in every row.
         stems: prompt stems of every label of the set (echo detection).
         seen: de-duplication keys of all earlier rows of the run (updated in place); ``None``
@@ -214,6 +266,7 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
     rejected: Counter[str] = Counter()
     stops: Counter[str] = Counter()
     attempt, tokens, limit = 0, 0, MAX_ATTEMPTS_FACTOR * spec.size + 64
+    length = {"length": spec.length} if spec.length else {}  # rows without length classes stay as they were
     while len(rows) < spec.size:
         if attempt >= limit:
             raise GenerationError(f"shard {spec.index} ({spec.prompt!r}): only {len(rows)} of {spec.size} "
@@ -222,7 +275,8 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
         draw = min(limit - attempt, chunk, math.ceil((spec.size - len(rows)) / max(acceptance, 0.2)))
         seeds = [derive_seed(spec.seed, a) for a in range(attempt, attempt + draw)]
         accepted_before = len(rows)
-        continuations = sampler.sample(spec.prompt, seeds)
+        continuations = (sampler.sample(spec.prompt, seeds) if spec.max_new_tokens is None
+                         else sampler.sample(spec.prompt, seeds, max_new_tokens=spec.max_new_tokens))
         tokens += sum(c.n_tokens for c in continuations)
         for offset, cont in enumerate(continuations):
             if len(rows) >= spec.size:
@@ -239,7 +293,7 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
             rows.append({"id": f"s{spec.index:05d}-a{a:05d}", "text": text, "prompt_label": spec.label,
                          "prompt_set": prompt_set, "domain": spec.domain, "prompt": spec.prompt,
                          "shard": spec.index, "attempt": a, "seed": seeds[offset],
-                         "n_tokens": cont.n_tokens, "stop": stop})
+                         "n_tokens": cont.n_tokens, "stop": stop, **length})
         used = (rows[-1]["attempt"] + 1 - attempt) if len(rows) >= spec.size else draw
         attempt += used
         if on_batch is not None:
@@ -247,5 +301,5 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
     stats = {"index": spec.index, "stream": spec.stream, "label": spec.label, "domain": spec.domain,
              "prompt": spec.prompt, "seed": spec.seed, "size": spec.size, "attempts": attempt,
              "accepted": len(rows), "rejected": dict(rejected), "stops": dict(stops),
-             "tokens_sampled": tokens, "seconds": round(time.time() - t0, 3)}
+             "tokens_sampled": tokens, "seconds": round(time.time() - t0, 3), **length}
     return rows, stats

@@ -36,9 +36,10 @@ from unigen.errors import ConfigError, StageError
 from unigen.prompts import get_prompt_set
 from unigen.stages import Stage, open_stage, stage_dir
 from unigen.synth.backends import make_relabel_scorer
+from unigen.synth.balance import BalanceCounter
 from unigen.synth.common import generate_fingerprint, relabel_fingerprint, relabel_settings
 from unigen.synth.datacards import write_relabel_card
-from unigen.synth.generation import plan_streams
+from unigen.synth.generation import generation_lengths, plan_streams
 from unigen.synth.labeler_ensemble import LabelerEnsemble
 from unigen.synth.relabeling import RULES, Scorer, agreement, choose_rule, relabel_rows, score_rows
 
@@ -61,8 +62,9 @@ def open_relabel_stage(cfg: UniGenConfig, gen: Stage, *, workdir: str | Path | N
 def auto_sample(cfg: UniGenConfig, gen: Stage) -> list[dict[str, Any]]:
     """The rows the ``auto`` rule is chosen on: the first rows of shards ``0 .. streams-1``."""
     gen_cfg = {**fingerprint_dict(cfg.generate), **gen.manifest.get("config", {}).get("generate", {})}
+    lengths = generation_lengths(gen.manifest.get("config", {}).get("generate") or gen_cfg)
     n_streams = len(plan_streams(len(cfg.labels), get_prompt_set(gen_cfg["prompt_set"]),
-                                 gen_cfg["samples_per_label"]))
+                                 gen_cfg["samples_per_label"], lengths))
     per = math.ceil(cfg.relabel.auto_sample / n_streams)
     rows: list[dict[str, Any]] = []
     for i in range(n_streams):
@@ -176,7 +178,9 @@ def finish_relabel(
         )
     by_labeler: dict[str, list[list[float]]] = {}
     prompt_labels = []
+    balance = BalanceCounter(len(cfg.labels))
     for row in stage.iter_rows(indices):
+        balance.add(row)
         if row["keep"]:
             per_label[row["label"]] += 1
         prompt_labels.append(row["prompt_label"])
@@ -185,7 +189,8 @@ def finish_relabel(
     counts = {"rows": rows, "kept": kept, "acceptance": round(kept / rows, 4) if rows else None,
               "kept_per_label": dict(zip(cfg.labels, per_label)),
               "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
-              "sentences_per_s": round(rows / seconds, 3) if seconds else None}
+              "sentences_per_s": round(rows / seconds, 3) if seconds else None,
+              "balance": balance.summary(cfg.labels)}
     if by_labeler:  # each LM of the ensemble alone: its argmin against the prompt labels
         counts["labeler_agreement"] = {name: round(agreement(np.asarray(s), prompt_labels), 4)
                                        for name, s in by_labeler.items()}

@@ -125,8 +125,9 @@ def score_rows(
 ) -> np.ndarray:
     """``(N, K)`` scores of generated rows under ``rule``.
 
-    The ``nll`` rule fills each row's own relabel template (its prompt domain's, docs/method.md §2);
-    the ``verbalizer`` rule uses the scorer's verbalizer template for every row.
+    The ``nll`` rule fills each row's own relabel template (its prompt domain's, docs/method.md §2, worded
+    for its length class when it has one); the ``verbalizer`` rule uses the scorer's verbalizer template for
+    every row.
     """
     if rule not in RULES:
         raise ValueError(f"unknown scoring rule {rule!r}: use one of {', '.join(RULES)}")
@@ -134,11 +135,12 @@ def score_rows(
     if rule == "verbalizer":
         return np.asarray(scorer.scores(texts, rule="verbalizer", progress=progress), dtype=np.float64)
     out: np.ndarray | None = None
-    for domain in sorted({r["domain"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["domain"] == domain]
+    for domain, length in sorted({(r["domain"], r.get("length", "")) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if (r["domain"], r.get("length", "")) == (domain, length)]
+        template = get_prompt(domain, length).relabel
         part = np.asarray(
             scorer.scores(
-                [texts[i] for i in idx], rule="nll", template=get_prompt(domain).relabel, progress=progress
+                [texts[i] for i in idx], rule="nll", template=template, progress=progress
             ),
             dtype=np.float64,
         )

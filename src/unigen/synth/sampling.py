@@ -48,9 +48,15 @@ class Continuation:
 
 
 class TextSampler(Protocol):
-    """Anything that continues a prompt once per seed (the real LM or a fake one in tests)."""
+    """Anything that continues a prompt once per seed (the real LM or a fake one in tests).
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:  # pragma: no cover
+    ``max_new_tokens`` (a length class's budget, :mod:`unigen.synth.generation`) replaces the settings'
+    budget for one call; the generation stage passes it only with ``generate.lengths`` set, so a sampler
+    without the keyword serves the paper's single-budget runs.
+    """
+
+    def sample(self, prompt: str, seeds: Sequence[int], *,
+               max_new_tokens: int | None = None) -> list[Continuation]:  # pragma: no cover
         ...
 
 
@@ -160,12 +166,16 @@ class LMSampler:
         self._prefix: dict[str, tuple[Any, torch.Tensor, int]] = {}
         self.tokens_generated = 0
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def sample(self, prompt: str, seeds: Sequence[int], *,
+               max_new_tokens: int | None = None) -> list[Continuation]:
+        """Continue ``prompt`` once per seed, with at most ``max_new_tokens`` new tokens (default: the
+        settings')."""
+        steps = max_new_tokens or self.settings.max_new_tokens
         if self.refill and _kv_layers(self._prefix_state(prompt)[0]) is not None:
-            return self._sample_stream(prompt, seeds)
+            return self._sample_stream(prompt, seeds, steps)
         out: list[Continuation] = []
         for start in range(0, len(seeds), self.batch_size):
-            out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size]))
+            out.extend(self._sample_batch(prompt, seeds[start: start + self.batch_size], steps))
         return out
 
     @torch.inference_mode()
@@ -177,9 +187,9 @@ class LMSampler:
         return self._prefix[prompt]
 
     @torch.inference_mode()
-    def _sample_batch(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def _sample_batch(self, prompt: str, seeds: Sequence[int], steps: int) -> list[Continuation]:
         cache0, logits0, plen = self._prefix_state(prompt)
-        b, steps = len(seeds), self.settings.max_new_tokens
+        b = len(seeds)
         cache = copy.deepcopy(cache0)
         cache.batch_repeat_interleave(b)
         logits = logits0.expand(b, -1)
@@ -205,10 +215,10 @@ class LMSampler:
         return [self._decode(row) for row in tokens.tolist()]
 
     @torch.inference_mode()
-    def _sample_stream(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def _sample_stream(self, prompt: str, seeds: Sequence[int], steps: int) -> list[Continuation]:
         """Continuous batching over all ``seeds`` (module docstring, step 4)."""
         cache0, logits0, plen = self._prefix_state(prompt)
-        steps, dev = self.settings.max_new_tokens, self.device
+        dev = self.device
         uniforms = row_uniforms(seeds, steps).to(dev)
         tokens = torch.full((len(seeds), steps), -1, dtype=torch.long)
         first_ids, first_probs = filtered_distribution(logits0, self.settings)

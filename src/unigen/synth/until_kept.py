@@ -1,6 +1,7 @@
 """UniGen's loop: generate and relabel shard by shard until ``samples_per_label`` texts survive.
 
-Each stream (label, prompt) needs ``quota`` kept rows (``samples_per_label`` split over the prompts).
+Each stream (label, prompt; with ``generate.lengths`` label, length class, prompt) needs ``quota`` kept rows
+(``samples_per_label`` split over the length classes and prompts, :mod:`unigen.synth.generation`).
 Round 0 generates the first shard of every stream (``min(shard_size, quota)`` rows, exactly as the
 fixed-size run), chooses the scoring rule on it (``auto``) and relabels it. Afterwards, while some
 stream is short of kept rows, the next shard goes to the unfinished stream with the fewest shards
@@ -21,13 +22,18 @@ from typing import Any
 
 from unigen.config import UniGenConfig
 from unigen.console import progress_bar
-from unigen.prompts import get_prompt_set
 from unigen.stages import Stage
 from unigen.synth.backends import make_relabel_scorer, make_sampler
 from unigen.synth.common import load_generator
 from unigen.synth.datacards import summarise, write_generation_card, write_relabel_card
-from unigen.synth.generate_stage import open_generation, prompt_stems, rebuild_seen, sample_shard
-from unigen.synth.generation import KeySet, Stream, plan_streams, shard_spec
+from unigen.synth.generate_stage import (
+    generation_streams,
+    open_generation,
+    prompt_stems,
+    rebuild_seen,
+    sample_shard,
+)
+from unigen.synth.generation import KeySet, Stream, shard_spec
 from unigen.synth.relabel_stage import (
     LABELER_CACHE,
     finish_relabel,
@@ -94,9 +100,7 @@ def run_until_kept(cfg: UniGenConfig, workdir: str | Path, progress: bool = True
         return gen.path, rel.path
     if rel.complete and not gen.complete:  # generation recomputed (a corrupt file): relabel anew too
         rel.reset(f"its generation folder {gen.path} is recomputed")
-    streams = plan_streams(
-        len(cfg.labels), get_prompt_set(cfg.generate.prompt_set), cfg.generate.samples_per_label
-    )
+    streams = generation_streams(cfg)
     loop = _Loop(cfg, gen, rel, streams)
     lazy = _Models(cfg, lm, sampler, scorer, cache_dir=rel.path / LABELER_CACHE)
     seen = rebuild_seen(gen, cfg.generate.dedup)

@@ -22,6 +22,7 @@ module backed by a tiny PyTorch model (tests/synth/test_vllm.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -110,14 +111,20 @@ class VLLMSampler:
         self.stop_ids = [int(i) for i in mask.nonzero()[:, 0].tolist()]
         self.tokens_generated = 0
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def sample(self, prompt: str, seeds: Sequence[int], *,
+               max_new_tokens: int | None = None) -> list[Continuation]:
+        """Continue ``prompt`` once per seed, with at most ``max_new_tokens`` new tokens (default: the
+        settings')."""
         if not seeds:
             return []
-        params = [sampling_params(self.vllm, self.settings, s, self.stop_ids) for s in seeds]
+        settings = self.settings
+        if max_new_tokens:
+            settings = dataclasses.replace(settings, max_new_tokens=max_new_tokens)
+        params = [sampling_params(self.vllm, settings, s, self.stop_ids) for s in seeds]
         results = self.llm.generate([prompt] * len(seeds), params, use_tqdm=False)
         out = []
         for r in results:
-            ids = list(r.outputs[0].token_ids)[: self.settings.max_new_tokens]
+            ids = list(r.outputs[0].token_ids)[: settings.max_new_tokens]
             self.tokens_generated += len(ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             out.append(Continuation(text, len(ids), tuple(ids)))
