@@ -71,7 +71,7 @@ class Runner:
         self.records_path = self.out / "records.json"
         self.records = json.loads(self.records_path.read_text()) if self.records_path.is_file() else {}
         self.base = None  # loaded when first needed (not when --unadapted-probs answers)
-        self.suffix = f"-{args.tag}" if args.tag else ""
+        self.suffix = f"-{args.tag}" if getattr(args, "tag", None) else ""
 
     def save(self) -> None:
         atomic_write_json(self.records_path, self.records)

@@ -244,14 +244,16 @@ def test_without_a_threshold_move_the_share_after_is_read_on_a_sample(base_model
     real = adapt_module.model_logits
     monkeypatch.setattr(adapt_module, "model_logits", lambda model, texts, *a: calls.append(len(texts)) or
                         real(model, texts, *a))
-    out = adapt_stage(cfg("adapt.prior=none"), base_model, texts_file, path=tmp_path / "none", progress=False,
-                      scorer=WordScorer())
+    out = adapt_stage(cfg(), base_model, texts_file, path=tmp_path / "none", progress=False,
+                      scorer=WordScorer())  # self_train keeps the model's threshold by default
     a = json.loads((out / "model" / "unigen_tam.json").read_text())["training"]["adaptation"]
     assert calls == [60, 30] and a["share_after_texts"] == 30 and a["logit_offset"] == [0.0, 0.0]
+    assert a["prior_estimator"] == "none" and a["settings"]["prior"] is None
+    assert "| prior | `none` |" in (out / "model" / "README.md").read_text()
     assert adapt_module.share_sample_index(80, 0).tolist() == adapt_module.share_sample_index(80, 0).tolist()
     calls.clear()  # a threshold move reads every text's logits after the round
-    out = adapt_stage(cfg(), base_model, texts_file, path=tmp_path / "agreement", progress=False,
-                      scorer=WordScorer())
+    out = adapt_stage(cfg("adapt.prior=agreement"), base_model, texts_file, path=tmp_path / "agreement",
+                      progress=False, scorer=WordScorer())
     assert calls == [60, 60]
 
 
@@ -272,8 +274,8 @@ def test_the_offset_survives_the_onnx_export(base_model, texts_file, tmp_path):
 def test_self_training_through_the_python_api(base_model, texts_file, tmp_path):
     import unigen
 
-    folder = unigen.adapt(base_model, texts_file, output=tmp_path / "st", overrides=TINY, progress=False,
-                          scorer=WordScorer())
+    folder = unigen.adapt(base_model, texts_file, output=tmp_path / "st",
+                          overrides=[*TINY, "adapt.prior=agreement"], progress=False, scorer=WordScorer())
     assert folder == tmp_path / "st" / "model"
     a = json.loads((folder / "unigen_tam.json").read_text())["training"]["adaptation"]
     (r,) = a["rounds"]

@@ -330,7 +330,7 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     lm = lm_probs(stage, cfg, texts, labeler, tau, scorer, progress)
     logits = model_logits(task, texts, a.batch_size, progress, "adapt: task model")
     before = hard_share(logits)
-    prior = estimate_prior(a.prior, model_logits=logits, lm_probs=lm[1], lm_index=lm[0],
+    prior = estimate_prior(a.resolved_prior(), model_logits=logits, lm_probs=lm[1], lm_index=lm[0],
                            source_prior=source_prior(record, cfg.labels), em_temperature=a.em_temperature,
                            em_iterations=a.em_iterations)
     rounds: list[dict[str, Any]] = []
@@ -366,7 +366,8 @@ def _adapt_into(stage: Stage, cfg: UniGenConfig, model_dir: Path, record: dict[s
     after = hard_share(logits + delta)
     adaptation = {
         "data": {k: info[k] for k in ("file", "rows", "sha256", "text_field", "format", "unread_columns")},
-        "method": a.method, "settings": fingerprint_dict(a), "labeler": labeler if a.needs_lm() else None,
+        "method": a.method, "prior_estimator": a.resolved_prior(),
+        "settings": fingerprint_dict(a), "labeler": labeler if a.needs_lm() else None,
         "lm_texts": None if lm[0] is None else int(len(lm[0])), "model_texts": len(texts),
         "share_after_texts": len(logits),
         "prior": None if prior is None else {k: round(float(v), 4) for k, v in zip(cfg.labels, prior)},

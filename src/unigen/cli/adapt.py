@@ -73,7 +73,7 @@ def run_adapt(args: argparse.Namespace) -> int:
     print(f"adapt complete: {path}\n"
           f"  texts: {data['rows']:,} from {data['file']} (column {data['text_field']!r}{unread}); labels in "
           "the file are never read\n"
-          f"  method: {a['method']}, prior {a['settings']['prior']}"
+          f"  method: {a['method']}, prior {a.get('prior_estimator') or a['settings']['prior']}"
           + (f" = {', '.join(f'{k} {100 * v:.1f}%' for k, v in a['prior'].items())}" if a["prior"] else "")
           + (f"\n  student: {student_name(a['student'], markdown=False)}, trained on "
              f"{a['student']['distilled_texts']:,} of the texts with the model's probabilities + "

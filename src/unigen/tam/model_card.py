@@ -179,7 +179,8 @@ def _adaptation_section(adaptation: Mapping[str, Any]) -> str:
             "No label of that file was read: only its text column"
             + (f"; the columns {', '.join(f'`{c}`' for c in data['unread_columns'])} were not read"
                if data.get("unread_columns") else "") + ".\n\n")
-    table = [[k, f"`{settings[k]}`"] for k in ADAPT_SETTING_KEYS if k in settings]
+    resolved = {"prior": adaptation.get("prior_estimator")}  # None in the settings: the method's default
+    table = [[k, f"`{resolved.get(k) or settings[k]}`"] for k in ADAPT_SETTING_KEYS if k in settings]
     if adaptation.get("labeler"):
         table.append(["labeler (calibrated verbalizer)", f"`{adaptation['labeler']}` on "
                       f"{adaptation.get('lm_texts')} texts"])
