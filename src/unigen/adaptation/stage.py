@@ -18,7 +18,8 @@ Steps (formulas in :mod:`unigen.adaptation.priors` and :mod:`unigen.adaptation.p
    or the pseudo-labels use it, and the task model's logits on every text, or only on that sample when
    nothing else reads the rest (:meth:`~unigen.config.adaptation.AdaptConfig.sample_only`: the LM's labels
    make the prior and the pseudo-label pool, and the threshold is a quantile of the sample's margins);
-3. the class prior ``pi_t`` (``adapt.prior``) and the logit offset that makes the model predict it;
+3. the class prior ``pi_t`` (``adapt.prior``) and the logit offset that makes the model predict it (none
+   by default for self_train and distill: the model keeps its threshold, and ``pi_t`` is its own share);
 4. ``self_train``: for each of ``adapt.rounds`` rounds, pseudo-labels from the offset model and the LM,
    the most confident per class in ``pi_t``'s proportions, mixed with the model's synthetic training rows,
    and ``adapt.epochs`` of :func:`unigen.tam.train.train_task_model` warm-started from the current model;

@@ -19,10 +19,11 @@ class AdaptConfig:
 
     The defaults are provisional until measured with experiments/adapt_protocol.py (results/adapt.md)."""
 
-    method: str = setting("self_train", "prior: only move the decision threshold to the estimated class "
-                          "prior | self_train: fine-tune on prior-matched pseudo-labels mixed with the "
-                          "model's synthetic rows, then move the threshold | distill: train a new, smaller "
-                          "model (adapt.student) on the threshold-moved model's probabilities for the texts")
+    method: str = setting(
+        "self_train", "prior: only move the decision threshold to the estimated class prior | self_train: "
+        "fine-tune on pseudo-labels (in the prior's proportions) mixed with the model's synthetic rows, then "
+        "move the threshold if adapt.prior is set | distill: train a new, smaller model (adapt.student) on "
+        "the (threshold-moved) model's probabilities for the texts")
     prior: str | None = setting(
         None, "label-free class-prior estimate the threshold moves to: agreement (the LM's and the task "
         "model's labels where they agree) | lm (the calibrated verbalizer's predicted share) | model_em (EM "
