@@ -167,7 +167,6 @@ def finish_relabel(
 ) -> None:
     rows = kept = agree = 0
     seconds = 0.0
-    per_label = [0] * len(cfg.labels)
     for i in indices:
         st = stage.read_stats(i)
         rows, kept, agree, seconds = (
@@ -180,14 +179,12 @@ def finish_relabel(
     prompt_labels = []
     balance = BalanceCounter(len(cfg.labels))
     for row in stage.iter_rows(indices):
-        balance.add(row)
-        if row["keep"]:
-            per_label[row["label"]] += 1
+        balance.add(row)  # also counts the kept rows per relabel label (its pool)
         prompt_labels.append(row["prompt_label"])
         for name, scores in row.get("labeler_scores", {}).items():
             by_labeler.setdefault(name, []).append(scores)
     counts = {"rows": rows, "kept": kept, "acceptance": round(kept / rows, 4) if rows else None,
-              "kept_per_label": dict(zip(cfg.labels, per_label)),
+              "kept_per_label": dict(zip(cfg.labels, balance.pool)),
               "agreement_all": round(agree / rows, 4) if rows else None, "shard_seconds": round(seconds, 2),
               "sentences_per_s": round(rows / seconds, 3) if seconds else None,
               "balance": balance.summary(cfg.labels)}
