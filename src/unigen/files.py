@@ -183,6 +183,12 @@ def update_sha256(digest: Any, path: str | Path) -> Any:
     return digest
 
 
+def texts_digest(texts: Iterable[str]) -> str:
+    """sha256 (64 hex digits) of a list of texts, order and boundaries included: the key under which a
+    batch of texts' scores is kept (the relabel stage's labeler cache, ``unigen adapt``'s LM scores)."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 (64 hex digits) of a file's bytes; remembered per (path, inode, size, mtime) in this process,
     so verifying the same unchanged file twice reads it once."""

@@ -6,7 +6,8 @@ labeler and its scoring settings, not on the adaptation method. So they are scor
 (``lm.json``, kept for a resumed run) and, when a *sibling* stage folder (another adaptation of the same
 texts with other ``adapt`` settings, e.g. ``<workdir>/06_adapt/*``) already holds scores of exactly the same
 texts by the same labeler under the same scoring settings, they are copied from it instead of scored again.
-"Exactly the same texts" is checked by the sha256 of the scored texts themselves (``texts_sha256``).
+"Exactly the same texts" is checked by the sha256 of the scored texts themselves (``texts_sha256``,
+:func:`unigen.files.texts_digest`).
 
 ``lm.json``: ``{"labeler", "index" (the sample's positions in the texts), "scores" (N, K; lower = more
 likely), "texts_sha256", "reused_from" (optional)}``; probabilities are ``softmax(-scores / tau_RE)``.
@@ -15,7 +16,6 @@ likely), "texts_sha256", "reused_from" (optional)}``; probabilities are ``softma
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,25 +25,25 @@ import numpy as np
 
 from unigen.adaptation.priors import softmax
 from unigen.config import UniGenConfig, fingerprint_dict
-from unigen.files import atomic_write_json
+from unigen.files import atomic_write_json, texts_digest
 from unigen.seeds import derive_seed
 from unigen.stages import MANIFEST, Stage
 
-__all__ = ["LM_SCORES", "lm_probs", "lm_sample_index", "texts_digest"]
+__all__ = ["LM_SCORES", "lm_probs", "lm_sample_index", "seeded_sample"]
 
 LM_SCORES = "lm.json"
 
 
-def lm_sample_index(n: int, size: int, seed: int) -> np.ndarray:
-    """The seeded sample of texts the LM labels (all of them when ``size >= n``)."""
+def seeded_sample(n: int, size: int, seed: int, stream: str) -> np.ndarray:
+    """Sorted positions of a seeded sample of ``size`` of ``n`` texts (all of them when ``size >= n``)."""
     if size >= n:
         return np.arange(n)
-    return np.sort(np.random.default_rng(derive_seed(seed, "adapt-lm-sample")).permutation(n)[:size])
+    return np.sort(np.random.default_rng(derive_seed(seed, stream)).permutation(n)[:size])
 
 
-def texts_digest(texts: list[str]) -> str:
-    """sha256 of a list of texts (order and boundaries included)."""
-    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode("utf-8")).hexdigest()
+def lm_sample_index(n: int, size: int, seed: int) -> np.ndarray:
+    """The seeded sample of texts the LM labels."""
+    return seeded_sample(n, size, seed, "adapt-lm-sample")
 
 
 def _sibling_scores(stage: Stage, labeler: str, scoring: dict[str, Any], digest: str

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from unigen.adaptation.distill import check_student, distill_student
-from unigen.adaptation.lm_scores import lm_probs, lm_sample_index
+from unigen.adaptation.lm_scores import lm_probs, lm_sample_index, seeded_sample
 from unigen.adaptation.priors import estimate_prior, hard_share, logit_offset, softmax
 from unigen.adaptation.pseudo_labels import mix_rows, pseudo_labels, select_per_class
 from unigen.config import UniGenConfig, fingerprint_dict, load_config
@@ -203,9 +203,7 @@ def share_sample_index(n: int, seed: int) -> np.ndarray:
     """The seeded texts whose predictions give the reported share after self-training when nothing else
     needs the final model's logits (``SHARE_TEXTS`` of them: binomial error about 2% of share; a pass over
     2,000 long reviews takes MPNet about 2 minutes on a 2-core CPU)."""
-    if n <= SHARE_TEXTS:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(derive_seed(seed, "adapt-share")).permutation(n)[:SHARE_TEXTS])
+    return seeded_sample(n, SHARE_TEXTS, seed, "adapt-share")
 
 
 def add_offset(model: TaskModel, delta: np.ndarray) -> None:

@@ -32,7 +32,6 @@ LM's scores under ``labeler_scores``, so the ensemble can be re-combined without
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from unigen.config.labeling import COMBINE_RULES
-from unigen.files import atomic_write
+from unigen.files import atomic_write, texts_digest
 from unigen.synth.relabeling import Scorer
 
 
@@ -66,11 +65,6 @@ def combine_scores(scores: Sequence[np.ndarray], weights: Sequence[float], rule:
     with np.errstate(divide="ignore"):  # weight 0: log 0 = -inf drops that LM
         log_mean = _logsumexp(log_p + np.log(w)[:, None, None], axis=0)
     return -temperature * log_mean
-
-
-def texts_digest(texts: Sequence[str]) -> str:
-    """sha256 of a batch of texts (the key of its cached scores)."""
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def cache_folder_name(name: str) -> str:
