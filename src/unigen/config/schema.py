@@ -73,6 +73,10 @@ class GenerateConfig:
     length_tokens: tuple[int, ...] = setting((), "new-token budget per lengths class, in order (empty: the "
                                              "class's own: sentence 31, short 64, long 160)",
                                              fingerprint="unless_default")
+    guidance: float = setting(0.0, "contrast between label prompts (unigen.synth.guidance): sample from "
+                              "p(x|label)^(1+g) / p(x|other labels)^g, the other labels' prompts of the same "
+                              "domain and length; 0: off (the paper); one forward pass per label instead of "
+                              "one; transformers backend only", fingerprint="unless_default")
 
     def __post_init__(self) -> None:
         _one_of("generate.prompt_set", self.prompt_set, tuple(PROMPT_SETS))
@@ -88,6 +92,10 @@ class GenerateConfig:
         _check(self.temperature > 0, "generate.temperature must be positive")
         _check(self.max_new_tokens > 0, "generate.max_new_tokens must be positive")
         _check(self.min_words >= 0, "generate.min_words must be >= 0")
+        _check(0.0 <= self.guidance < float("inf"), "generate.guidance must be >= 0 (0: off)")
+        _check(self.guidance == 0 or self.backend == "transformers",
+               f"generate.guidance runs on the transformers backend only, not {self.backend}: add "
+               "--set generate.backend=transformers")
         _check(self.shard_size > 0 and self.batch_size > 0, "generate sizes must be positive")
 
     def length_variants(self) -> tuple[LengthVariant, ...]:
