@@ -2,7 +2,8 @@
 stage and the Prompting baseline both get their scorer here).
 
 ``generate.backend`` / ``scoring.backend``: ``transformers`` (PyTorch:
-:class:`~unigen.synth.sampling.LMSampler`, :class:`~unigen.synth.scoring.FastLMScorer`) or
+:class:`~unigen.synth.sampling.LMSampler`, or with ``generate.guidance > 0``
+:class:`~unigen.synth.guidance.GuidedSampler`; :class:`~unigen.synth.scoring.FastLMScorer`) or
 ``ctranslate2`` (:mod:`unigen.synth.ct2_backend`, converted once into the model cache) or ``vllm``
 (:mod:`unigen.synth.vllm_backend`, GPUs only; a one-line error without vllm or a GPU).
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unigen.config import ScoringConfig, UniGenConfig
+from unigen.errors import ConfigError
 from unigen.registry import load_causal_lm, pick_device
 from unigen.synth.common import load_generator
 from unigen.synth.labeler_ensemble import LabelerEnsemble
@@ -31,6 +33,9 @@ def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
 
 def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSampler:
     """The fast sampler for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    if cfg.generate.guidance > 0 and cfg.generate.backend != "transformers":  # GenerateConfig checks it too
+        raise ConfigError(f"generate.guidance runs on the transformers backend only, not "
+                          f"{cfg.generate.backend}: add --set generate.backend=transformers")
     if cfg.generate.backend == "ctranslate2":
         from unigen.synth.ct2_backend import make_ct2_sampler  # ctranslate2
 
@@ -46,6 +51,11 @@ def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSa
         import torch
 
         model = copy.deepcopy(model).to(torch.bfloat16)
+    if cfg.generate.guidance > 0:
+        from unigen.synth.guidance import GuidedSampler
+
+        return GuidedSampler(model, tokenizer, sampling_settings(cfg), cfg.generate.guidance,
+                             batch_size=cfg.generate.batch_size)
     return LMSampler(model, tokenizer, sampling_settings(cfg), batch_size=cfg.generate.batch_size)
 
 

@@ -52,7 +52,9 @@ class TextSampler(Protocol):
 
     ``max_new_tokens`` (a length class's budget, :mod:`unigen.synth.generation`) replaces the settings'
     budget for one call; the generation stage passes it only with ``generate.lengths`` set, so a sampler
-    without the keyword serves the paper's single-budget runs.
+    without the keyword serves the paper's single-budget runs. Likewise ``contrast=`` (the other labels'
+    prompts), passed only with ``generate.guidance > 0`` and taken by
+    :class:`unigen.synth.guidance.GuidedSampler` alone.
     """
 
     def sample(self, prompt: str, seeds: Sequence[int], *,
