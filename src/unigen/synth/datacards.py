@@ -166,6 +166,14 @@ def _budget(g: Any) -> str:
         f"`{v.length.name}` ({100 * v.share:.0f}%, at most {v.max_new_tokens} new tokens)" for v in variants)
 
 
+def _guidance(g: Any) -> str:
+    """The card's note on ``generate.guidance`` (nothing when it is off)."""
+    if not g.guidance:
+        return ""
+    return (f", guidance {g.guidance} (each token sampled from p(x|label)^{1 + g.guidance:g} / "
+            f"p(x|other labels)^{g.guidance:g}, the other labels' prompts as contrast)")
+
+
 def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any]) -> None:
     t, g = counts["totals"], cfg.generate
     label_rows = [
@@ -182,7 +190,8 @@ def write_generation_card(stage: Stage, cfg: UniGenConfig, counts: dict[str, Any
         f"Generator `{cfg.generator}`, prompt set `{g.prompt_set}`, seed {cfg.seed}; top-k {g.top_k}, "
         f"top-p {g.top_p}, temperature {g.temperature}, {_budget(g)}, "
         f"{g.precision}, de-duplication {'on' if g.dedup else 'off'}"
-        f"{f', at least {g.min_words} words' if g.min_words else ''}.", "",
+        f"{f', at least {g.min_words} words' if g.min_words else ''}"
+        f"{_guidance(g)}.", "",
         md_table(["label", "rows", "attempts", "acceptance"], label_rows), "",
         f"Rejected: {t['rejected'] or 'none'}. Ended by: {t['stops']} (`none` = no closing quote or "
         f"newline within the token budget; kept, as in the paper). Domains: {dict(counts['domains'])}.", "",

@@ -71,7 +71,8 @@ def sample_shard(sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen:
                  stems: list[str], on_batch: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """:func:`generate_shard` with the settings of ``cfg.generate`` (both generation loops use it)."""
     return generate_shard(sampler, spec, prompt_set=cfg.generate.prompt_set, stems=stems, seen=seen,
-                          on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words)
+                          on_batch=on_batch, chunk=cfg.generate.batch_size, min_words=cfg.generate.min_words,
+                          guided=cfg.generate.guidance > 0)
 
 
 def run_shard(stage: Stage, sampler: TextSampler, spec: ShardSpec, cfg: UniGenConfig, seen: KeySet | None,

@@ -145,7 +145,9 @@ class Stream:
 @dataclass(frozen=True)
 class ShardSpec:
     """One shard to generate: its stream, label, prompt text, size and seed (``length`` and
-    ``max_new_tokens``: its length class and budget, ``""`` / ``None`` without length classes)."""
+    ``max_new_tokens``: its length class and budget, ``""`` / ``None`` without length classes;
+    ``contrast``: the same prompt for each other label, in label order, which ``generate.guidance``
+    contrasts with)."""
 
     index: int
     stream: int
@@ -156,6 +158,7 @@ class ShardSpec:
     seed: int
     length: str = ""
     max_new_tokens: int | None = None
+    contrast: tuple[str, ...] = ()
 
 
 def split_by_shares(total: int, shares: Sequence[float]) -> list[int]:
@@ -208,6 +211,7 @@ def shard_spec(index: int, stream_id: int, stream: Stream, labels: Sequence[str]
         derive_seed(run_seed, "generate", index),
         stream.prompt.length,
         stream.max_new_tokens,
+        tuple(stream.prompt.render(lab) for k, lab in enumerate(labels) if k != stream.label),
     )
 
 
@@ -242,7 +246,8 @@ def _reject_reason(text: str, stems: Sequence[str], seen: KeySet | set[int] | No
 
 def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, stems: Sequence[str],
                    seen: KeySet | set[int] | None, on_batch: Callable[[int, int], None] | None = None,
-                   chunk: int = 64, min_words: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                   chunk: int = 64, min_words: int = 0,
+                   guided: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Sample until ``spec.size`` rows are accepted; returns ``(rows, stats)``.
 
     Args:
@@ -257,6 +262,8 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
         chunk: at most this many rows per sampler call (how often ``on_batch`` fires; the rows do
             not depend on it).
         min_words: reject texts of fewer whitespace-separated words (reason ``short``).
+        guided: pass ``spec.contrast`` to the sampler as ``contrast`` (``generate.guidance > 0``; a sampler
+            without the keyword serves the unguided runs).
 
     Raises:
         GenerationError: more than ``20 * size + 64`` attempts were needed.
@@ -267,6 +274,9 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
     stops: Counter[str] = Counter()
     attempt, tokens, limit = 0, 0, MAX_ATTEMPTS_FACTOR * spec.size + 64
     length = {"length": spec.length} if spec.length else {}  # rows without length classes stay as they were
+    extra: dict[str, Any] = {} if spec.max_new_tokens is None else {"max_new_tokens": spec.max_new_tokens}
+    if guided:
+        extra["contrast"] = spec.contrast
     while len(rows) < spec.size:
         if attempt >= limit:
             raise GenerationError(f"shard {spec.index} ({spec.prompt!r}): only {len(rows)} of {spec.size} "
@@ -275,8 +285,7 @@ def generate_shard(sampler: TextSampler, spec: ShardSpec, *, prompt_set: str, st
         draw = min(limit - attempt, chunk, math.ceil((spec.size - len(rows)) / max(acceptance, 0.2)))
         seeds = [derive_seed(spec.seed, a) for a in range(attempt, attempt + draw)]
         accepted_before = len(rows)
-        continuations = (sampler.sample(spec.prompt, seeds) if spec.max_new_tokens is None
-                         else sampler.sample(spec.prompt, seeds, max_new_tokens=spec.max_new_tokens))
+        continuations = sampler.sample(spec.prompt, seeds, **extra)
         tokens += sum(c.n_tokens for c in continuations)
         for offset, cont in enumerate(continuations):
             if len(rows) >= spec.size:
