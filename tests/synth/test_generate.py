@@ -204,7 +204,9 @@ def test_generate_shard_min_words_rejects_short_texts():
 
 
 def test_generate_stage_tiny_model_end_to_end(tmp_path):
-    cfg = cfg_for("generate.max_new_tokens=8", "labels=[negative, neutral, positive]")
+    # the transformers backend: on the default ctranslate2 one the tiny model would be ignored for SmolLM2
+    cfg = cfg_for("generate.max_new_tokens=8", "labels=[negative, neutral, positive]",
+                  "generate.backend=transformers")
     lm = tiny_llama()
     out = generate_stage(cfg, tmp_path, progress=False, lm=lm)
     st = Stage.load(out, "generate")
@@ -235,7 +237,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, prompt_set):
 
 
 def test_kill_and_resume_with_a_real_tiny_model(tmp_path):
-    cfg = cfg_for("generate.max_new_tokens=6")
+    cfg = cfg_for("generate.max_new_tokens=6", "generate.backend=transformers")  # else SmolLM2, not lm
     lm = tiny_gpt2()
     reference = list(Stage.load(generate_stage(cfg, tmp_path / "a", progress=False, lm=lm)).iter_rows())
 
