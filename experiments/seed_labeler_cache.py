@@ -1,7 +1,8 @@
 """Seed a relabel stage's labeler-score cache from a finished ensemble relabel stage's rows, so that another
 combination of the same LMs' scores (weights, centring) is relabeled without running the LMs again.
 
-    python experiments/seed_labeler_cache.py runs/frontier/ens-gemma/02_relabel runs/frontier/gemma-c/02_relabel
+    python experiments/seed_labeler_cache.py runs/frontier/ens-gemma/02_relabel \
+        runs/frontier/gemma-c/02_relabel
 
 Each shard's texts are one cached batch (the relabel stage scores a shard at a time); the stored scores are
 the rows' ``labeler_scores`` (rounded to 6 decimals when written).
