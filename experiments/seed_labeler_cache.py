@@ -11,12 +11,12 @@ the rows' ``labeler_scores`` (rounded to 6 decimals when written).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from unigen.files import texts_digest
+from unigen.stages import Stage
 from unigen.synth.labeler_ensemble import cache_folder_name
 from unigen.synth.relabel_stage import LABELER_CACHE
 
@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("output", help="the relabel stage folder to be run (its cache is written)")
     args = parser.parse_args()
     n = 0
-    for shard in sorted(Path(args.source, "shards").glob("shard-*.jsonl")):
-        rows = [json.loads(line) for line in shard.read_text().splitlines() if line.strip()]
+    source = Stage.load(args.source, "relabel")
+    for index in source.shard_indices():
+        rows = source.read_shard(index)
         digest = texts_digest([r["text"] for r in rows])
         for name in rows[0]["labeler_scores"]:
             folder = Path(args.output, LABELER_CACHE, cache_folder_name(name))
