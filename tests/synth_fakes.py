@@ -77,7 +77,8 @@ class FakeSampler:
         self.calls = 0
         self.fail_after = fail_after
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def sample(self, prompt: str, seeds: Sequence[int], *, max_new_tokens: int | None = None
+               ) -> list[Continuation]:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise Killed(f"killed at sampler call {self.calls}")
@@ -126,7 +127,8 @@ class PoolSampler(FakeSampler):
         super().__init__(fail_after)
         self.pause = pause
 
-    def sample(self, prompt: str, seeds: Sequence[int]) -> list[Continuation]:
+    def sample(self, prompt: str, seeds: Sequence[int], *, max_new_tokens: int | None = None
+               ) -> list[Continuation]:
         import time
 
         time.sleep(self.pause)

@@ -29,7 +29,7 @@ PREVIOUS_DEFAULTS = [
     "relabel.scoring_rule=auto", "relabel.centre_scores=null", "train.pooling=cls",
     "train.predict_max_length=null", "weight.hypergradient=double_backward", "weight.outer_epochs=50",
     "train.precision=fp32", "train.group_by_length=false", "run.tams=[lstm, minilm-l6]",
-    "evaluate.limit=null",
+    "evaluate.limit=null", "generate.lengths=[]",
 ]
 #: configs/quick.yaml sets its own outer epochs and task models
 QUICK_PREVIOUS = [s for s in PREVIOUS_DEFAULTS[1:] if not s.startswith(("weight.outer_epochs", "run.tams"))]
@@ -47,6 +47,36 @@ GOLDEN = {
             "evaluate minilm-l6": "5c3642086bf1",
             "evaluate vader": "19b999594812",
             "evaluate prompt": "fa51510ca95b",
+        },
+    ),
+    # the main job's folders before length classes became the default (results/main_run.md, runs/default)
+    "one-prompt": (
+        (None, ["generate.lengths=[]"]),
+        {
+            "generate": "d4090d5ae68f",
+            "relabel": "37be26c34098",
+            "weight": "8b3a5e7ca243",
+            "train lstm": "104aa1063adc",
+            "evaluate lstm": "7525bbffa830",
+            "train mpnet-base": "6d46c9064d16",
+            "evaluate mpnet-base": "b7e4cf077767",
+            "evaluate vader": "aacddc05205e",
+            "evaluate prompt": "dee8e2db10f9",
+        },
+    ),
+    # the main job on today's defaults: the folders of results/frontier.md's length-prompt arm
+    "lengths": (
+        (None, []),
+        {
+            "generate": "26ba37e1e476",
+            "relabel": "76528a0ba496",
+            "weight": "d1979ef18a7f",
+            "train lstm": "b21568514da4",
+            "evaluate lstm": "76f272c4d705",
+            "train mpnet-base": "9ec19c4fd2f2",
+            "evaluate mpnet-base": "e47128de5d8f",
+            "evaluate vader": "aacddc05205e",
+            "evaluate prompt": "dee8e2db10f9",
         },
     ),
     "quick": (

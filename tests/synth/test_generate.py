@@ -205,7 +205,7 @@ def test_generate_shard_min_words_rejects_short_texts():
 
 def test_generate_stage_tiny_model_end_to_end(tmp_path):
     # the transformers backend: on the default ctranslate2 one the tiny model would be ignored for SmolLM2
-    cfg = cfg_for("generate.max_new_tokens=8", "labels=[negative, neutral, positive]",
+    cfg = cfg_for("generate.lengths=[]", "generate.max_new_tokens=8", "labels=[negative, neutral, positive]",
                   "generate.backend=transformers")
     lm = tiny_llama()
     out = generate_stage(cfg, tmp_path, progress=False, lm=lm)
@@ -237,7 +237,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, prompt_set):
 
 
 def test_kill_and_resume_with_a_real_tiny_model(tmp_path):
-    cfg = cfg_for("generate.max_new_tokens=6", "generate.backend=transformers")  # else SmolLM2, not lm
+    # the transformers backend: else the sampler is SmolLM2's, not lm
+    cfg = cfg_for("generate.lengths=[]", "generate.max_new_tokens=6", "generate.backend=transformers")
     lm = tiny_gpt2()
     reference = list(Stage.load(generate_stage(cfg, tmp_path / "a", progress=False, lm=lm)).iter_rows())
 
@@ -245,11 +246,11 @@ def test_kill_and_resume_with_a_real_tiny_model(tmp_path):
         def __init__(self, inner, after):
             self.inner, self.left = inner, after
 
-        def sample(self, prompt, seeds):
+        def sample(self, prompt, seeds, **budget):
             self.left -= 1
             if self.left < 0:
                 raise Killed("kill")
-            return self.inner.sample(prompt, seeds)
+            return self.inner.sample(prompt, seeds, **budget)
 
     with pytest.raises(Killed):
         generate_stage(cfg, tmp_path / "b", progress=False, sampler=Dying(make_sampler(cfg, lm), 2))

@@ -36,7 +36,8 @@ SEEDS = list(range(9))
 
 def cfg_for(*overrides: str):
     return load_config(None, ["generate.samples_per_label=6", "generate.shard_size=4",
-                              "generate.backend=transformers", "generate.max_new_tokens=8", *overrides])
+                              "generate.backend=transformers", "generate.lengths=[]",
+                              "generate.max_new_tokens=8", *overrides])
 
 
 def ids_of(rows):
@@ -210,7 +211,7 @@ def test_generate_stage_with_guidance_end_to_end(tmp_path):
 
 
 def test_kill_and_resume_with_guidance(tmp_path):
-    cfg = cfg_for("generate.guidance=1", "generate.max_new_tokens=6")
+    cfg = cfg_for("generate.guidance=1", "generate.lengths=[]", "generate.max_new_tokens=6")
     lm = tiny_gpt2()
     reference = list(Stage.load(generate_stage(cfg, tmp_path / "a", progress=False, lm=lm)).iter_rows())
 

@@ -25,7 +25,7 @@ from unigen.synth.until_kept import run_until_kept
 
 from synth_fakes import FakeSampler, FakeScorer, Killed
 
-BASE = ("generate.samples_per_label=8", "generate.shard_size=4")
+BASE = ("generate.samples_per_label=8", "generate.shard_size=4", "generate.lengths=[]")  # one prompt
 LABELER = "tiny-labeler"
 
 

@@ -57,7 +57,8 @@ def test_set_overrides_and_defaults():
     assert [v.max_new_tokens for v in variants] == [20, 40, 80]
     equal = cfg_for("generate.lengths=[short, long]").generate.length_variants()
     assert [(v.share, v.max_new_tokens) for v in equal] == [(0.5, 64), (0.5, 160)]  # the classes' budgets
-    assert GenerateConfig().length_variants() == () and cfg_for("generate.lengths=[]").generate.lengths == ()
+    assert GenerateConfig().lengths == ("sentence", "short", "long")  # the default since 2026-12-05
+    assert cfg_for("generate.lengths=[]").generate.length_variants() == ()
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -67,7 +68,7 @@ def test_set_overrides_and_defaults():
     (["generate.lengths=short,long", "generate.length_shares=1,0"], "positive"),
     (["generate.lengths=short", "generate.length_shares=a"], "length_shares item must be a number"),
     (["generate.lengths=short", "generate.length_tokens=1.5"], "length_tokens item must be an integer"),
-    (["generate.length_tokens=40"], "need generate.lengths"),
+    (["generate.lengths=[]", "generate.length_tokens=40"], "need generate.lengths"),
 ])
 def test_config_errors_are_one_line(overrides, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -75,13 +76,21 @@ def test_config_errors_are_one_line(overrides, match):
     assert "\n" not in str(err.value)
 
 
-def test_default_fingerprint_is_unchanged():
-    default = cfg_for()
-    assert cfg_for("generate.lengths=[]").generate == default.generate
-    assert not {"lengths", "length_shares", "length_tokens"} & set(fingerprint_dict(default.generate))
-    assert generate_fingerprint(cfg_for("generate.lengths=[]")) == generate_fingerprint(default)
-    assert generate_fingerprint(cfg_for(*LENGTHS)) != generate_fingerprint(default)
+def test_one_prompt_keeps_the_fingerprint_it_had_before_length_classes():
+    one = cfg_for("generate.lengths=[]")
+    assert not {"lengths", "length_shares", "length_tokens"} & set(fingerprint_dict(one.generate))
+    assert fingerprint_dict(cfg_for().generate)["lengths"] == ["sentence", "short", "long"]
+    assert generate_fingerprint(cfg_for(*LENGTHS)) != generate_fingerprint(one)
     assert generate_fingerprint(cfg_for(*LENGTHS)) != generate_fingerprint(cfg_for(LENGTHS[0]))
+    assert generate_fingerprint(cfg_for()) != generate_fingerprint(one)
+
+
+@pytest.mark.parametrize("overrides", [["run.method=zerogen", "run.domain=movie"],
+                                       ["run.method=sungen", "run.domain=tweet"],
+                                       ["run.ablations=[one-prompt]"]])
+def test_baselines_and_the_one_prompt_ablation_use_the_papers_single_prompt(overrides):
+    assert cfg_for(*overrides).generate.lengths == ()
+    assert cfg_for(*overrides, "generate.lengths=[short]").generate.lengths == ("short",)  # a user's wins
 
 
 @pytest.mark.parametrize("domain, length, subject", [
@@ -128,7 +137,8 @@ def test_plan_splits_labels_by_shares_then_prompts():
     assert len(plan_streams(2, get_prompt_set("combined"), 2, variants)) == 4  # empty streams left out
     specs = plan_generation(cfg_for(*LENGTHS))
     assert {(s.length, s.max_new_tokens) for s in specs} == {("sentence", 31), ("short", 64), ("long", 160)}
-    assert all(s.length == "" and s.max_new_tokens is None for s in plan_generation(cfg_for()))
+    one_prompt = plan_generation(cfg_for("generate.lengths=[]"))
+    assert all(s.length == "" and s.max_new_tokens is None for s in one_prompt)
 
 
 # ---------------------------------------------------------------- the generation stage
@@ -153,8 +163,12 @@ def test_shares_and_budgets_reach_the_rows_and_the_sampler(tmp_path):
     assert "`long` (20%, at most 160 new tokens)" in card and "| `short` |" in card
 
 
-def test_default_rows_and_sampler_calls_are_unchanged(tmp_path):
-    out = generate_stage(cfg_for(), tmp_path, progress=False, sampler=FakeSampler())  # no budget keyword
+def test_one_prompt_rows_and_sampler_calls_are_unchanged(tmp_path):
+    class NoBudget(FakeSampler):  # the sampler interface before length classes
+        def sample(self, prompt, seeds):
+            return super().sample(prompt, seeds)
+
+    out = generate_stage(cfg_for("generate.lengths=[]"), tmp_path, progress=False, sampler=NoBudget())
     rows = list(Stage.load(out).iter_rows())
     assert rows and all("length" not in r for r in rows)
     assert "at most 31 new tokens" in (out / "datacard.md").read_text()
@@ -273,7 +287,7 @@ def test_prompt_balance_counts_keeps_and_flips():
 
 
 def test_relabel_records_and_shows_the_balance(tmp_path):
-    cfg = cfg_for("relabel.scoring_rule=verbalizer")
+    cfg = cfg_for("relabel.scoring_rule=verbalizer", "generate.lengths=[]")
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
     out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=FakeScorer(cfg.labels))
     st = Stage.load(out)

@@ -179,7 +179,7 @@ def test_ray_generation_equals_local_row_for_row(tmp_path, ray_cluster):
 def test_ray_with_a_tiny_model_via_the_cli(tmp_path, ray_cluster, saved_llama, capsys):
     """The model is loaded by the actors (transformers backend); generate and relabel (centred verbalizer,
     its offset computed on a Ray actor) equal the local executor's folders."""
-    overrides = [*BASE, "generate.samples_per_label=8", "generate.max_new_tokens=6",
+    overrides = [*BASE, "generate.samples_per_label=8", "generate.lengths=[]", "generate.max_new_tokens=6",
                  f"generator={saved_llama}", "generate.backend=transformers", "scoring.backend=transformers",
                  "relabel.auto_sample=8", "relabel.centre_scores=true"]
     cfg = load_config(None, overrides)

@@ -27,7 +27,7 @@ from synth_fakes import FakeSampler, FakeScorer, Killed, tiny_gpt2, tiny_llama
 
 # the auto rule (the previous default) is what most runner tests below exercise
 BASE = ("generate.samples_per_label=8", "generate.shard_size=4", "relabel.scoring_rule=auto",
-        "relabel.centre_scores=null")
+        "relabel.centre_scores=null", "generate.lengths=[]")  # one prompt: the counts below assume it
 
 
 def cfg_for(*overrides: str):
@@ -200,7 +200,7 @@ def test_default_rule_is_the_calibrated_verbalizer(tmp_path):
 
 
 def test_centred_verbalizer_scores_only_the_auto_sample_for_its_offset(tmp_path):
-    cfg = load_config(None, [*BASE[:2], "relabel.centre_scores=true"])
+    cfg = load_config(None, [*BASE[:2], "generate.lengths=[]", "relabel.centre_scores=true"])
     gen = generate_stage(cfg, tmp_path, progress=False, sampler=FakeSampler())
     scorer = FakeScorer(cfg.labels)
     out = relabel_stage(cfg, tmp_path, gen, progress=False, scorer=scorer)
@@ -258,7 +258,8 @@ def test_until_kept_gives_up_with_a_warning(tmp_path):
 def test_cli_commands_with_a_tiny_model_on_disk(tmp_path, capsys, saved_llama):
     settings = [
         x
-        for o in ("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.auto_sample=8", *BASE)
+        for o in ("generate.lengths=[]", "generate.max_new_tokens=6", f"generator={saved_llama}",
+                  "relabel.auto_sample=8", *BASE)
         for x in ("--set", o)
     ]
     assert main(["generate", "--workdir", str(tmp_path / "w"), "--no-progress", *settings]) == 0
@@ -276,7 +277,8 @@ def test_pipeline_reads_the_relabeled_rows(tmp_path, saved_llama):
     from unigen.stages import iter_stage_rows
     from unigen.weighting.stage import training_rows
 
-    cfg = cfg_for("generate.max_new_tokens=6", f"generator={saved_llama}", "relabel.scoring_rule=verbalizer")
+    cfg = cfg_for("generate.lengths=[]", "generate.max_new_tokens=6", f"generator={saved_llama}",
+                  "relabel.scoring_rule=verbalizer")
     _, rel = synthesize(cfg, tmp_path, progress=False)
     rows = training_rows(iter_stage_rows(rel, "relabel"), cfg.relabel.mode)
     kept = Stage.load(rel).manifest["counts"]["kept"]

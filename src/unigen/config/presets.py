@@ -21,8 +21,11 @@ GENERATION_DOMAINS = ("movie", "products", "restaurant", "electronics", "tweet")
 
 METHODS: dict[str, dict[str, object]] = {
     "unigen": {},  # the defaults are UniGen's
-    "zerogen": {"relabel.mode": "none", "weight.enabled": False, "train.scl_weight": 0.0},
-    "sungen": {"relabel.mode": "none", "weight.enabled": True, "train.scl_weight": 0.0},
+    # the baselines as their papers ran them: one domain prompt, no length classes
+    "zerogen": {"relabel.mode": "none", "weight.enabled": False, "train.scl_weight": 0.0,
+                "generate.lengths": []},
+    "sungen": {"relabel.mode": "none", "weight.enabled": True, "train.scl_weight": 0.0,
+               "generate.lengths": []},
 }
 
 ABLATIONS: dict[str, dict[str, object]] = {
@@ -31,6 +34,7 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "no-denoise-bank": {"train.denoise_bank": False},
     "no-scl": {"train.scl_weight": 0.0},
     "combined-prompts": {"generate.prompt_set": "combined"},
+    "one-prompt": {"generate.lengths": []},  # the paper's single universal prompt, no length classes
 }
 
 

@@ -64,10 +64,11 @@ class GenerateConfig:
                            fingerprint="unless_default", legacy="transformers")
     ct2_compute_type: str = setting("int8", "ctranslate2 backend: int8 (weights converted to int8) | "
                                     "int8_float32 | float32", fingerprint="unless_default")
-    lengths: tuple[str, ...] = setting((), "length classes (unigen.prompts.LENGTH_CLASSES: sentence, short, "
-                                       "long): each rewords the prompts for its length and has its own "
-                                       "new-token budget, e.g. sentence,short,long; empty: the paper's one "
-                                       "prompt per domain at max_new_tokens", fingerprint="unless_default")
+    lengths: tuple[str, ...] = setting(
+        ("sentence", "short", "long"), "length classes (unigen.prompts.LENGTH_CLASSES: sentence, short, "
+        "long): each rewords the prompts for its length and has its own new-token budget; empty: the "
+        "paper's one prompt per domain at max_new_tokens (the default before 2026-12; results/frontier.md)",
+        fingerprint="unless_default", legacy=())
     length_shares: tuple[float, ...] = setting((), "share of samples_per_label per lengths class, in order "
                                                "(normalised; empty: equal)", fingerprint="unless_default")
     length_tokens: tuple[int, ...] = setting((), "new-token budget per lengths class, in order (empty: the "
