@@ -368,6 +368,7 @@ def training_data_record(stage_dir: str | Path) -> dict[str, Any]:
         cfg, counts = gen.get("config", {}), gen.get("counts", {})
         settings = cfg.get("generate", {})
         out.update(generator=cfg.get("generator"), prompt_set=settings.get("prompt_set"),
+                   lengths=list(settings.get("lengths") or []),
                    samples_per_label=settings.get("samples_per_label"), generated=counts.get("rows"),
                    generated_per_label=counts.get("per_label"), attempts=counts.get("attempts"),
                    sampling={k: settings[k] for k in ("top_k", "top_p", "temperature", "max_new_tokens")

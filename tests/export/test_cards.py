@@ -90,6 +90,7 @@ def test_the_run_writes_provenance_and_evaluation_into_the_card(run_dir):
     rel = Stage.load(next((run_dir / "02_relabel").iterdir())).manifest
     assert data["generated"] == gen["counts"]["rows"] and data["kept"] == rel["counts"]["kept"]
     assert data["prompt_set"] == "universal" and data["seed"] == gen["seed"]
+    assert data["lengths"] == ["sentence", "short", "long"]  # the default's length classes
     assert data["relabel"]["rule"] == rel["rule"]
     assert set(data["stages"]) == {"generate", "relabel", "weight"}
     assert record["training"]["settings"]["epochs"] == 1
@@ -97,6 +98,7 @@ def test_the_run_writes_provenance_and_evaluation_into_the_card(run_dir):
     text = card["sections"]["Training data"]
     assert f"| generated (texts written) | {data['generated']} |" in text
     assert f"relabel rule `{rel['rule']}`" in text
+    assert "prompt set `universal` in the length classes `sentence`, `short`, `long` (seed" in text
     assert "| custom | 4 |" in card["sections"]["Evaluation"]  # `unigen run` added the evaluation
     assert card["metadata"]["model-index"][0]["results"][0]["dataset"]["type"] == "custom"
     assert json.loads((model_dir / "evaluation.json").read_text())["custom"]["n"] == 4
@@ -125,6 +127,7 @@ def test_export_data_writes_parquet_and_a_dataset_card(run_dir, tmp_path, capsys
     assert card["metadata"]["configs"][0]["data_files"][0]["path"] == "train.parquet"
     assert {"Loading", "Columns", "Labels", "How the rows were made", "Limitations"} <= set(card["sections"])
     assert f"| in this data set | {rows} |" in card["sections"]["How the rows were made"]
+    assert "in the length classes `sentence`, `short`, `long`" in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_export_data_loads_with_datasets(run_dir, tmp_path):

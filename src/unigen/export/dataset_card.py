@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from unigen.tam.model_card import GENERATORS, markdown_table
+from unigen.tam.model_card import GENERATORS, length_classes, markdown_table
 
 
 def dataset_card(data: Mapping[str, Any], *, rows: int, labels: list[str], per_label: Mapping[str, int],
@@ -24,7 +24,8 @@ def dataset_card(data: Mapping[str, Any], *, rows: int, labels: list[str], per_l
                          "data_files": [{"split": "train", "path": "train.parquet"}]}]}
     gen = data.get("generator")
     how = (f"written by the generative LM `{gen}`" + (f" ({GENERATORS[gen]})" if gen in GENERATORS else "")
-           + f" from the prompt set `{data.get('prompt_set')}` and labelled by the same LM") if gen else \
+           + f" from the prompt set `{data.get('prompt_set')}`{length_classes(data)} and labelled by the "
+           "same LM") if gen else \
         "made by the UniGen pipeline (provenance not found beside the rows)"
     rel = data.get("relabel") or {}
     steps = markdown_table(["step", "rows"], [["generated", data.get("generated", "–")],

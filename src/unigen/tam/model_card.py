@@ -86,6 +86,12 @@ def _front_matter(record: Mapping[str, Any], evaluation: Mapping[str, Any] | Non
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
+def length_classes(data: Mapping[str, Any]) -> str:
+    """`` in the length classes `sentence`, `short`, `long` `` for rows made with ``generate.lengths``."""
+    names = data.get("lengths") or []
+    return " in the length classes " + ", ".join(f"`{n}`" for n in names) if names else ""
+
+
 def _data_section(training: Mapping[str, Any]) -> str:
     data = training.get("data") or {}
     rows = training.get("rows")
@@ -97,8 +103,8 @@ def _data_section(training: Mapping[str, Any]) -> str:
     gen = data.get("generator")
     gen_text = f"`{gen}`" + (f" ({GENERATORS[gen]})" if gen in GENERATORS else "")
     parts = [f"Every training text was written by the generative LM {gen_text} from the prompt set "
-             f"`{data.get('prompt_set')}` (seed {data.get('seed')}) and labelled by the same LM; no "
-             "human-labelled text was used."]
+             f"`{data.get('prompt_set')}`{length_classes(data)} (seed {data.get('seed')}) and labelled by "
+             "the same LM; no human-labelled text was used."]
     rel = data.get("relabel") or {}
     if rel:
         centred = " with each label's scores centred on the sample" if rel.get("centred") else ""
