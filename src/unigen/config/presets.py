@@ -19,13 +19,14 @@ from unigen.errors import ConfigError
 #: the generation domains of the ZeroGen/SunGen prompts (test-set domains: unigen.evaluation.paper.SET_DOMAIN)
 GENERATION_DOMAINS = ("movie", "products", "restaurant", "electronics", "tweet")
 
+#: the paper's single prompt per domain, no length classes (the default's three length prompts off)
+ONE_PROMPT: dict[str, object] = {"generate.lengths": []}
+
 METHODS: dict[str, dict[str, object]] = {
     "unigen": {},  # the defaults are UniGen's
-    # the baselines as their papers ran them: one domain prompt, no length classes
-    "zerogen": {"relabel.mode": "none", "weight.enabled": False, "train.scl_weight": 0.0,
-                "generate.lengths": []},
-    "sungen": {"relabel.mode": "none", "weight.enabled": True, "train.scl_weight": 0.0,
-               "generate.lengths": []},
+    # the baselines as their papers ran them: one domain prompt
+    "zerogen": {"relabel.mode": "none", "weight.enabled": False, "train.scl_weight": 0.0, **ONE_PROMPT},
+    "sungen": {"relabel.mode": "none", "weight.enabled": True, "train.scl_weight": 0.0, **ONE_PROMPT},
 }
 
 ABLATIONS: dict[str, dict[str, object]] = {
@@ -34,7 +35,7 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "no-denoise-bank": {"train.denoise_bank": False},
     "no-scl": {"train.scl_weight": 0.0},
     "combined-prompts": {"generate.prompt_set": "combined"},
-    "one-prompt": {"generate.lengths": []},  # the paper's single universal prompt, no length classes
+    "one-prompt": ONE_PROMPT,
 }
 
 
