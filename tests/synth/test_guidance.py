@@ -12,7 +12,7 @@ import torch
 
 from unigen.config import ConfigError, load_config
 from unigen.stages import Stage
-from unigen.synth import guidance as guidance_module
+from unigen.synth import sampling as sampling_module
 from unigen.synth.backends import make_sampler
 from unigen.synth.common import generate_fingerprint, generate_settings
 from unigen.synth.generate_stage import generate_stage, plan_generation, prompt_stems, sample_shard
@@ -82,7 +82,7 @@ def test_guided_distribution_is_the_formula_of_two_full_forwards(make, contrast,
         seen.append(logits.clone())
         return filtered_distribution(logits, settings)
 
-    monkeypatch.setattr(guidance_module, "filtered_distribution", recording)
+    monkeypatch.setattr(sampling_module, "filtered_distribution", recording)  # the shared decoding loop
     sampler = GuidedSampler(model, tok, SETTINGS, g, batch_size=len(SEEDS))
     rows = sampler.sample(PROMPT, SEEDS, contrast=contrast)
     lengths = {len(tok(p)["input_ids"]) for p in [PROMPT, *contrast]}

@@ -38,9 +38,6 @@ from unigen.synth.sampling import (
     LMSampler,
     SamplingSettings,
     _kv_layers,
-    filtered_distribution,
-    row_uniforms,
-    sample_tokens,
 )
 
 
@@ -143,22 +140,12 @@ class GuidedSampler(LMSampler):
         stack = self.stack and all(_kv_layers(cache) is not None for cache, _, _ in states)
         groups = [_Rows(states, b, self.device)] if stack else [_Rows([s], b, self.device) for s in states]
         logits = torch.stack([lg[0] for _, lg, _ in states])[:, None].expand(-1, b, -1)  # (n, b, V)
-        uniforms = row_uniforms(seeds, steps).to(self.device)
-        tokens = torch.full((b, steps), -1, dtype=torch.long)
-        active = torch.arange(b, device=self.device)  # original row of each live row
-        for step in range(steps):
-            ids, probs = filtered_distribution(guided_logits(logits[0], logits[1:], self.guidance),
-                                               self.settings)
-            nxt = sample_tokens(ids, probs, uniforms[active, step])
-            tokens[active.cpu(), step] = nxt.cpu()
-            self.tokens_generated += len(active)
-            keep = ~self.stop_mask[nxt]
-            if step == steps - 1 or not bool(keep.any()):
-                break
-            if not bool(keep.all()):
-                idx = keep.nonzero()[:, 0]
-                for group in groups:
-                    group.keep(idx)
-                active, nxt = active[idx], nxt[idx]
-            logits = torch.cat([group.step(self.model, nxt) for group in groups])
-        return [self._decode(row) for row in tokens.tolist()]
+
+        def keep_rows(idx: torch.Tensor) -> None:
+            for group in groups:
+                group.keep(idx)
+
+        return self._decode_rows(
+            logits, seeds, steps, scores=lambda lg: guided_logits(lg[0], lg[1:], self.guidance),
+            keep_rows=keep_rows,
+            next_logits=lambda nxt, _step: torch.cat([group.step(self.model, nxt) for group in groups]))

@@ -29,7 +29,7 @@ reaches ``top_p`` (the most likely token always stays), renormalise.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -191,15 +191,32 @@ class LMSampler:
     @torch.inference_mode()
     def _sample_batch(self, prompt: str, seeds: Sequence[int], steps: int) -> list[Continuation]:
         cache0, logits0, plen = self._prefix_state(prompt)
-        b = len(seeds)
         cache = copy.deepcopy(cache0)
-        cache.batch_repeat_interleave(b)
-        logits = logits0.expand(b, -1)
+        cache.batch_repeat_interleave(len(seeds))
+
+        def next_logits(nxt: torch.Tensor, step: int) -> torch.Tensor:
+            position = torch.full((len(nxt), 1), plen + step, dtype=torch.long, device=self.device)
+            out = self.model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True,
+                             position_ids=position)
+            return out.logits[:, -1]
+
+        return self._decode_rows(logits0.expand(len(seeds), -1), seeds, steps, scores=lambda logits: logits,
+                                 keep_rows=cache.batch_select_indices, next_logits=next_logits)
+
+    def _decode_rows(self, logits: Any, seeds: Sequence[int], steps: int, *,
+                     scores: Callable[[Any], torch.Tensor], keep_rows: Callable[[torch.Tensor], None],
+                     next_logits: Callable[[torch.Tensor, int], Any]) -> list[Continuation]:
+        """The decoding loop of a batch of rows that share a prompt state.
+
+        At each step every live row draws its token from ``filtered_distribution(scores(logits))`` with its
+        own seeded uniform (:func:`row_uniforms`); rows that draw a stop token end, ``keep_rows(idx)`` drops
+        them from the model state, and ``next_logits(tokens, step)`` feeds the others' tokens forward.
+        """
         uniforms = row_uniforms(seeds, steps).to(self.device)
-        tokens = torch.full((b, steps), -1, dtype=torch.long)
-        active = torch.arange(b, device=self.device)  # original row of each live batch entry
+        tokens = torch.full((len(seeds), steps), -1, dtype=torch.long)
+        active = torch.arange(len(seeds), device=self.device)  # original row of each live batch entry
         for step in range(steps):
-            ids, probs = filtered_distribution(logits, self.settings)
+            ids, probs = filtered_distribution(scores(logits), self.settings)
             nxt = sample_tokens(ids, probs, uniforms[active, step])
             tokens[active.cpu(), step] = nxt.cpu()
             self.tokens_generated += len(active)
@@ -208,12 +225,9 @@ class LMSampler:
                 break
             if not bool(keep.all()):
                 idx = keep.nonzero()[:, 0]
-                cache.batch_select_indices(idx)
+                keep_rows(idx)
                 active, nxt = active[idx], nxt[idx]
-            position = torch.full((len(active), 1), plen + step, dtype=torch.long, device=self.device)
-            out = self.model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True,
-                             position_ids=position)
-            logits = out.logits[:, -1]
+            logits = next_logits(nxt, step)
         return [self._decode(row) for row in tokens.tolist()]
 
     @torch.inference_mode()
