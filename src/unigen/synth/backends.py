@@ -32,7 +32,8 @@ def sampling_settings(cfg: UniGenConfig) -> SamplingSettings:
 
 
 def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSampler:
-    """The fast sampler for ``cfg`` (loads the generator unless ``lm`` is given)."""
+    """The fast sampler for ``cfg``. ``lm``, a loaded (transformers model, tokenizer), serves the transformers
+    backend only; ctranslate2 and vLLM load their own converted copy of ``cfg.generator``."""
     if cfg.generate.guidance > 0 and cfg.generate.backend != "transformers":  # GenerateConfig checks it too
         raise ConfigError(f"generate.guidance runs on the transformers backend only, not "
                           f"{cfg.generate.backend}: add --set generate.backend=transformers")
@@ -62,7 +63,8 @@ def make_sampler(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None) -> TextSa
 def make_scorer(cfg: UniGenConfig, lm: tuple[Any, Any] | None = None, scoring: ScoringConfig | None = None,
                 *, generator: str | None = None) -> LMScorer:
     """The scorer for ``cfg`` on ``scoring.backend``: the relabel stage's, and the Prompting baseline's
-    (``generator``: another LM than ``cfg.generator``). Loads the LM unless ``lm`` is given."""
+    (``generator``: another LM than ``cfg.generator``). Loads the LM unless ``lm`` is given (transformers
+    backend only, as in :func:`make_sampler`)."""
     scoring = scoring or cfg.scoring
     name = generator or cfg.generator
     if scoring.backend == "ctranslate2":
