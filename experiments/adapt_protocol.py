@@ -201,6 +201,7 @@ def report(runner: Runner, sets: list[str], curve: str | None, command: str, png
             f"**{100 * np.mean(gains):+.2f}** | | {np.mean(per_1k):.0f} |"
         )
         lines += ["", f"Worst set: {100 * min(gains):+.2f} points."]
+    drawn = None
     if curve:
         name, sizes = curve.split(":", 1)
         base = rec.get(f"{name}-AB-unadapted")
@@ -219,14 +220,15 @@ def report(runner: Runner, sets: list[str], curve: str | None, command: str, png
                 f"{100 * (r['adapted'] - base['unadapted']):+.2f} | {r['seconds']:.0f} |"
                 for n, r in pts
             ]
-            plot(
-                png, rows=[(s, u, d) for s, u, d in zip(sets, ua, ad)], curve=(name, base["unadapted"], pts)
-            )
-            lines += ["", f"![adapt]({png.name})"]
+            drawn = (name, base["unadapted"], pts)
+    if rows or drawn:
+        plot(png, rows=[(s, u, d) for s, u, d in zip(sets, ua, ad)], curve=drawn)
+        lines += ["", f"![adapt]({png.name})"]
     return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, rows: list, curve: tuple) -> None:
+def plot(path: Path, rows: list, curve: tuple | None) -> None:
+    """The per-set bars (unadapted, adapted) and, when measured, the gain-against-texts curve beside them."""
     try:
         import matplotlib
 
@@ -234,23 +236,30 @@ def plot(path: Path, rows: list, curve: tuple) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    if rows:
-        x = np.arange(len(rows))
-        ax1.bar(x - 0.2, [100 * u for _, u, _ in rows], 0.4, label="unadapted")
-        ax1.bar(x + 0.2, [100 * d for _, _, d in rows], 0.4, label="adapted")
-        ax1.set_xticks(x, [s for s, _, _ in rows], rotation=30)
-        ax1.set_ylabel("accuracy (%)")
+    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11, 4) if curve else (6, 4), squeeze=False)
+    ax1 = axes[0][0]
+    if rows:  # the gain per set, the set's unadapted accuracy under its name
+        gains = [100 * (d - u) for _, u, d in rows]
+        ax1.bar(np.arange(len(rows)), gains, 0.6, color=["tab:green" if g >= 0 else "tab:red" for g in gains])
+        ax1.axhline(0, color="black", linewidth=0.8)
+        ax1.axhline(-1, color="gray", linestyle=":", label="-1 point")
+        ax1.set_xticks(np.arange(len(rows)), [f"{s}\n{100 * u:.1f}" for s, u, _ in rows], rotation=30)
+        ax1.set_ylabel("adapted - unadapted (points)")
+        ax1.set_title(f"mean {np.mean(gains):+.2f}")
         ax1.legend()
-    name, base, pts = curve
-    ax2.plot([n for n, _ in pts], [100 * r["adapted"] for _, r in pts], marker="o", label="adapted")
-    ax2.axhline(100 * base, color="gray", linestyle="--", label="unadapted")
-    ax2.set_xscale("log")
-    ax2.set_xlabel(f"unlabeled {name} texts")
-    ax2.legend()
+    if curve:
+        draw_curve(axes[0][1], *curve)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def draw_curve(ax, name: str, base: float, pts: list) -> None:
+    ax.plot([n for n, _ in pts], [100 * r["adapted"] for _, r in pts], marker="o", label="adapted")
+    ax.axhline(100 * base, color="gray", linestyle="--", label="unadapted")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"unlabeled {name} texts")
+    ax.legend()
 
 
 def main(argv: list[str] | None = None) -> int:
