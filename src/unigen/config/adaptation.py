@@ -29,8 +29,8 @@ class AdaptConfig:
         "model's labels where they agree) | lm (the calibrated verbalizer's predicted share) | model_em (EM "
         "on the task model's probabilities, Saerens et al. 2002) | balanced (uniform) | none (keep the "
         "model's threshold); None: agreement for method prior, none for self_train and distill "
-        "(results/adapt.md: self-training that keeps the model's threshold gained +3.0 on the seven sets, "
-        "with the agreement prior +0.4)")
+        "(results/adapt.md: on the one-prompt model self-training that keeps the model's threshold gained "
+        "+3.0 on the seven sets, with the agreement prior +0.4)")
     pseudo_labels: str = setting("agreement", "self_train: pseudo-labels from agreement (texts the LM and "
                                  "the prior-shifted task model label alike) | confidence (their averaged "
                                  "probabilities) | model | lm")
