@@ -228,7 +228,8 @@ def report(runner: Runner, sets: list[str], curve: str | None, command: str, png
 
 
 def plot(path: Path, rows: list, curve: tuple | None) -> None:
-    """The per-set bars (unadapted, adapted) and, when measured, the gain-against-texts curve beside them."""
+    """Each set's gain (adapted - unadapted) against the -1 point floor and, when measured, the
+    gain-against-texts curve beside it."""
     try:
         import matplotlib
 
