@@ -27,6 +27,7 @@ Resumable: each fold's student is saved under ``OUT_DIR/fold-X/model`` (training
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -61,12 +62,19 @@ def fold_student(cfg, teacher: Path, out: Path, texts: list[str], probs: np.ndar
     return folder
 
 
+@functools.cache
+def loaded_teacher(teacher: Path):
+    """The teacher with the evaluation engine, loaded once for every set and half."""
+    return engine_model(teacher)
+
+
 def teacher_on(teacher: Path, npy: Path, texts: list[str]) -> np.ndarray:
     """The teacher's probabilities of ``texts`` with the evaluation engine, cached in ``npy``."""
     if not npy.is_file():
         npy.parent.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
-        np.save(npy, np.asarray(engine_model(teacher).predict_proba(texts, batch_size=64), dtype=np.float32))
+        probs = loaded_teacher(teacher).predict_proba(texts, batch_size=64)
+        np.save(npy, np.asarray(probs, dtype=np.float32))
         print(f"teacher: {npy.stem} {len(texts)} texts in {time.perf_counter() - tic:.0f} s", flush=True)
     return np.load(npy)
 
